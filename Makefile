@@ -1,0 +1,44 @@
+# Trireme — build, test and run. Every target installs the system packages it needs.
+SHELL := /bin/bash
+# Cargo's target dir lives outside the clone so CI and later sessions reuse the RocksDB build.
+export CARGO_TARGET_DIR ?= /var/tmp/trireme-target
+export CARGO_TERM_COLOR ?= never
+CARGO ?= cargo
+# libclang-dev: bindgen for RocksDB's bindings. etcd-client: etcdctl for end-to-end tests.
+APT_PACKAGES := libclang-dev etcd-client
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps build test verify fix run bench doc
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+test: deps
+	$(CARGO) test --workspace --no-fail-fast
+
+verify: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+	$(CARGO) test --workspace --no-fail-fast
+
+fix: deps
+	$(CARGO) fmt --all
+	$(CARGO) clippy --workspace --all-targets --fix --allow-dirty --allow-staged
+
+doc: deps
+	$(CARGO) doc --workspace --no-deps
+
+run: deps
+	$(CARGO) build -p trireme
+	$(CARGO_TARGET_DIR)/debug/trireme up
+
+bench: deps
+	@echo "make bench: benchmarks arrive with the etcd API (issue #3)"; exit 1

@@ -1,0 +1,39 @@
+//! Trireme's replicated MVCC key-value store: openraft on RocksDB with etcd's semantics.
+//!
+//! Entry point: [`Store`] — open a member with a [`StoreConfig`], serve [`Store::peer_server`]
+//! on its peer address, [`Store::initialize`] a new cluster once, then write, read, watch and
+//! manage leases and membership through it.
+//!
+//! Map:
+//! - [`types`]: commands and results (etcd's KV, lease and compaction semantics);
+//! - [`schema`]: every column family and key encoding;
+//! - `mvcc`: applying commands and reading state, free of Raft;
+//! - `raft`: openraft storage, state machine, snapshots and the peer network;
+//! - [`watch`]: the watch hub; [`lease`]: lease clocks.
+//!
+//! This crate knows nothing of etcd's wire protocol or of Kubernetes; those edges depend on it.
+
+mod config;
+mod db;
+mod error;
+pub mod lease;
+mod mvcc;
+mod raft;
+pub mod schema;
+mod state;
+mod store;
+pub mod types;
+mod validate;
+pub mod watch;
+
+pub use config::ConfigError;
+pub use config::StoreConfig;
+pub use error::StoreError;
+pub use lease::LeaseTtl;
+pub use store::LeaseInfo;
+pub use store::MemberInfo;
+pub use store::Store;
+pub use store::StoreStatus;
+pub use validate::MAX_LEASE_TTL;
+pub use watch::WatchMessage;
+pub use watch::WatchStream;

@@ -1,0 +1,444 @@
+//! Applying one command to the MVCC state: a pure function of the current state (read from
+//! RocksDB) and the command, producing one `WriteBatch`, the watch events, and the response.
+//!
+//! Nothing here knows Raft: the caller adds the applied log id to the same batch and writes it.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use rocksdb::DB;
+use rocksdb::Direction;
+use rocksdb::IteratorMode;
+use rocksdb::WriteBatch;
+
+use crate::db;
+use crate::mvcc::read;
+use crate::schema::CF_KEY_INDEX;
+use crate::schema::CF_KV;
+use crate::schema::CF_LEASE_KEYS;
+use crate::schema::CF_LEASES;
+use crate::schema::CF_REVS;
+use crate::schema::CF_SM_META;
+use crate::schema::KvRecord;
+use crate::schema::LeaseRecord;
+use crate::schema::RevRecord;
+use crate::schema::Revision;
+use crate::schema::SM_COMPACTED;
+use crate::schema::SM_REVISION;
+use crate::schema::index_key;
+use crate::schema::lease_key;
+use crate::schema::lease_key_entry;
+use crate::types::ApplyError;
+use crate::types::Command;
+use crate::types::Compare;
+use crate::types::CompareOp;
+use crate::types::CompareTarget;
+use crate::types::DeleteRangeRequest;
+use crate::types::DeleteRangeResponse;
+use crate::types::Event;
+use crate::types::EventType;
+use crate::types::KeyRange;
+use crate::types::KeyValue;
+use crate::types::Outcome;
+use crate::types::PutRequest;
+use crate::types::PutResponse;
+use crate::types::RangeRequest;
+use crate::types::RequestOp;
+use crate::types::ResponseOp;
+use crate::types::TxnRequest;
+use crate::types::TxnResponse;
+
+/// The store's counters, as of the last applied entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Current revision.
+    pub revision: i64,
+    /// Reads and watches below this revision fail with `Compacted`.
+    pub compacted: i64,
+}
+
+/// A lease change the lessor must hear about once the batch is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseChange {
+    Granted { id: i64, ttl: i64 },
+    Revoked { id: i64 },
+}
+
+/// Everything applying one command produced.
+pub struct Applied {
+    pub batch: WriteBatch,
+    pub outcome: Outcome,
+    pub counters: Counters,
+    /// Events of the new revision (empty if nothing changed).
+    pub events: Vec<Event>,
+    pub lease_change: Option<LeaseChange>,
+}
+
+/// Applies `command` on top of `db` whose counters are `counters`.
+///
+/// On an [`ApplyError`] the returned batch is empty and the counters are unchanged: a command
+/// either applies whole or not at all.
+pub fn apply_command(db: &DB, counters: Counters, command: &Command) -> io::Result<Applied> {
+    let mut txn = TxnWriter::new(db, counters);
+    let result = match command {
+        Command::Put(put) => txn.put(put).map(Outcome::Put),
+        Command::DeleteRange(del) => txn.delete_range(del).map(Outcome::DeleteRange),
+        Command::Txn(t) => txn.txn(t).map(Outcome::Txn),
+        Command::Compact { revision } => txn.compact(*revision).map(|()| Outcome::Compact),
+        Command::LeaseGrant { id, ttl } => {
+            txn.lease_grant(*id, *ttl).map(|()| Outcome::LeaseGrant { id: *id, ttl: *ttl })
+        }
+        Command::LeaseRevoke { id } => txn.lease_revoke(*id).map(|()| Outcome::LeaseRevoke),
+    };
+    match result {
+        Ok(outcome) => Ok(txn.finish(outcome)),
+        Err(TxnError::Rejected(e)) => Ok(Applied {
+            batch: WriteBatch::default(),
+            outcome: Outcome::Rejected(e),
+            counters,
+            events: Vec::new(),
+            lease_change: None,
+        }),
+        Err(TxnError::Io(e)) => Err(e),
+    }
+}
+
+enum TxnError {
+    Rejected(ApplyError),
+    Io(io::Error),
+}
+
+impl From<io::Error> for TxnError {
+    fn from(e: io::Error) -> Self {
+        TxnError::Io(e)
+    }
+}
+
+impl From<ApplyError> for TxnError {
+    fn from(e: ApplyError) -> Self {
+        TxnError::Rejected(e)
+    }
+}
+
+/// One write transaction: every change shares the main revision `counters.revision + 1`;
+/// reads inside it see its own earlier writes through `overlay`.
+struct TxnWriter<'a> {
+    db: &'a DB,
+    /// Counters before this transaction.
+    before: Counters,
+    /// Counters as this transaction changes them (compaction).
+    counters: Counters,
+    batch: WriteBatch,
+    overlay: BTreeMap<Vec<u8>, Option<KvRecord>>,
+    main: i64,
+    next_sub: u32,
+    events: Vec<Event>,
+    lease_change: Option<LeaseChange>,
+}
+
+impl<'a> TxnWriter<'a> {
+    fn new(db: &'a DB, counters: Counters) -> Self {
+        TxnWriter {
+            db,
+            before: counters,
+            counters,
+            batch: WriteBatch::default(),
+            overlay: BTreeMap::new(),
+            main: counters.revision + 1,
+            next_sub: 0,
+            events: Vec::new(),
+            lease_change: None,
+        }
+    }
+
+    fn finish(mut self, outcome: Outcome) -> Applied {
+        let mut counters = self.counters;
+        if self.next_sub > 0 {
+            counters.revision = self.main;
+        }
+        if counters != self.before
+            && let Ok(meta) = db::cf(self.db, CF_SM_META)
+        {
+            self.batch.put_cf(meta, SM_REVISION, counters.revision.to_be_bytes());
+            self.batch.put_cf(meta, SM_COMPACTED, counters.compacted.to_be_bytes());
+        }
+        Applied { batch: self.batch, outcome, counters, events: self.events, lease_change: self.lease_change }
+    }
+
+    fn next_revision(&mut self) -> Revision {
+        let rev = Revision { main: self.main, sub: self.next_sub };
+        self.next_sub += 1;
+        rev
+    }
+
+    fn get(&self, key: &[u8]) -> io::Result<Option<KvRecord>> {
+        if let Some(pending) = self.overlay.get(key) {
+            return Ok(pending.clone());
+        }
+        read::get_live(self.db, key)
+    }
+
+    /// Live keys in `range`, merging what this transaction already wrote.
+    fn live_in(&self, range: &KeyRange) -> io::Result<Vec<(Vec<u8>, KvRecord)>> {
+        if range.single {
+            return Ok(self.get(&range.start)?.map(|r| (range.start.clone(), r)).into_iter().collect());
+        }
+        let mut merged: BTreeMap<Vec<u8>, KvRecord> = BTreeMap::new();
+        let cf = db::cf(self.db, CF_KV)?;
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&range.start, Direction::Forward)) {
+            let (key, raw) = item.map_err(db::io)?;
+            if range.is_past(&key) {
+                break;
+            }
+            merged.insert(key.to_vec(), db::decode(&raw)?);
+        }
+        for (key, pending) in self.overlay.range(range.start.clone()..) {
+            if range.is_past(key) {
+                break;
+            }
+            match pending {
+                Some(rec) => merged.insert(key.clone(), rec.clone()),
+                None => merged.remove(key),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    fn put(&mut self, req: &PutRequest) -> Result<PutResponse, TxnError> {
+        let prev = self.get(&req.key)?;
+        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+            return Err(ApplyError::KeyNotFound.into());
+        }
+        let lease = match (&prev, req.ignore_lease) {
+            (Some(p), true) => p.lease,
+            _ => req.lease,
+        };
+        if lease != 0 && !self.lease_exists(lease)? {
+            return Err(ApplyError::LeaseNotFound.into());
+        }
+        let value = match (&prev, req.ignore_value) {
+            (Some(p), true) => p.value.clone(),
+            _ => req.value.clone(),
+        };
+        let rev = self.next_revision();
+        let record = KvRecord {
+            create_revision: prev.as_ref().map_or(rev.main, |p| p.create_revision),
+            mod_revision: rev.main,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            lease,
+            value,
+            sub: rev.sub,
+        };
+        if let Some(p) = &prev
+            && p.lease != 0
+            && p.lease != lease
+        {
+            self.batch.delete_cf(db::cf(self.db, CF_LEASE_KEYS)?, lease_key_entry(p.lease, &req.key));
+        }
+        if lease != 0 {
+            self.batch.put_cf(db::cf(self.db, CF_LEASE_KEYS)?, lease_key_entry(lease, &req.key), []);
+        }
+        self.record_change(&req.key, rev, Some(&record), prev.as_ref())?;
+        let prev_kv = prev.as_ref().map(|p| read::to_kv(&req.key, p));
+        self.events.push(Event { kind: EventType::Put, kv: read::to_kv(&req.key, &record), prev_kv: prev_kv.clone() });
+        self.overlay.insert(req.key.clone(), Some(record));
+        Ok(PutResponse { prev_kv: if req.prev_kv { prev_kv } else { None } })
+    }
+
+    fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, TxnError> {
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let live = self.live_in(&range)?;
+        let mut resp = DeleteRangeResponse { deleted: live.len() as i64, prev_kvs: Vec::new() };
+        for (key, prev) in live {
+            self.delete_key(&key, &prev)?;
+            if req.prev_kv {
+                resp.prev_kvs.push(read::to_kv(&key, &prev));
+            }
+        }
+        Ok(resp)
+    }
+
+    fn delete_key(&mut self, key: &[u8], prev: &KvRecord) -> Result<(), TxnError> {
+        let rev = self.next_revision();
+        if prev.lease != 0 {
+            self.batch.delete_cf(db::cf(self.db, CF_LEASE_KEYS)?, lease_key_entry(prev.lease, key));
+        }
+        self.record_change(key, rev, None, Some(prev))?;
+        let tombstone = KeyValue { key: key.to_vec(), mod_revision: rev.main, ..KeyValue::default() };
+        self.events.push(Event { kind: EventType::Delete, kv: tombstone, prev_kv: Some(read::to_kv(key, prev)) });
+        self.overlay.insert(key.to_vec(), None);
+        Ok(())
+    }
+
+    /// Writes one change to `kv`, `revs` and `key_index`.
+    fn record_change(
+        &mut self,
+        key: &[u8],
+        rev: Revision,
+        now: Option<&KvRecord>,
+        prev: Option<&KvRecord>,
+    ) -> io::Result<()> {
+        let kv = db::cf(self.db, CF_KV)?;
+        match now {
+            Some(record) => self.batch.put_cf(kv, key, db::encode(record)?),
+            None => self.batch.delete_cf(kv, key),
+        }
+        let history = RevRecord {
+            key: key.to_vec(),
+            tombstone: now.is_none(),
+            create_revision: now.map_or(0, |r| r.create_revision),
+            version: now.map_or(0, |r| r.version),
+            lease: now.map_or(0, |r| r.lease),
+            value: now.map(|r| r.value.clone()).unwrap_or_default(),
+            prev: prev.map(|p| Revision { main: p.mod_revision, sub: p.sub }),
+        };
+        self.batch.put_cf(db::cf(self.db, CF_REVS)?, rev.encode(), db::encode(&history)?);
+        self.batch.put_cf(db::cf(self.db, CF_KEY_INDEX)?, index_key(key, rev), [u8::from(now.is_none())]);
+        Ok(())
+    }
+
+    fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, TxnError> {
+        let mut succeeded = true;
+        for cmp in &req.compare {
+            if !self.compare_holds(cmp)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { &req.success } else { &req.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                RequestOp::Range(r) => ResponseOp::Range(self.range(r)?),
+                RequestOp::Put(p) => ResponseOp::Put(self.put(p)?),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_range(d)?),
+                RequestOp::Txn(t) => ResponseOp::Txn(self.txn(t)?),
+            });
+        }
+        Ok(TxnResponse { succeeded, responses })
+    }
+
+    /// A range inside a transaction: at the current revision it sees the transaction's own
+    /// writes; at a past revision it reads history.
+    fn range(&self, req: &RangeRequest) -> Result<crate::types::RangeResponse, TxnError> {
+        if req.revision > 0 && req.revision < self.counters.revision {
+            if req.revision < self.counters.compacted {
+                return Err(ApplyError::Compacted { compact_revision: self.counters.compacted }.into());
+            }
+            return Ok(read::range_at(self.db, req, req.revision)?);
+        }
+        if req.revision > self.counters.revision {
+            return Err(ApplyError::FutureRevision { current: self.counters.revision }.into());
+        }
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let live = self.live_in(&range)?.into_iter().map(|(k, r)| read::to_kv(&k, &r));
+        Ok(read::shape_range(req, live))
+    }
+
+    fn compare_holds(&self, cmp: &Compare) -> io::Result<bool> {
+        let range = KeyRange::new(&cmp.key, &cmp.range_end);
+        let live = self.live_in(&range)?;
+        if range.single && live.is_empty() {
+            // A missing key compares as version 0, create 0, mod 0, lease 0, no value.
+            return Ok(match &cmp.target {
+                CompareTarget::Value(_) => false,
+                target => compare_numbers(cmp.op, 0, target_number(target)),
+            });
+        }
+        Ok(live.iter().all(|(_, rec)| match &cmp.target {
+            CompareTarget::Version(v) => compare_numbers(cmp.op, rec.version, *v),
+            CompareTarget::Create(v) => compare_numbers(cmp.op, rec.create_revision, *v),
+            CompareTarget::Mod(v) => compare_numbers(cmp.op, rec.mod_revision, *v),
+            CompareTarget::Lease(v) => compare_numbers(cmp.op, rec.lease, *v),
+            CompareTarget::Value(v) => compare_ord(cmp.op, rec.value.as_slice().cmp(v.as_slice())),
+        }))
+    }
+
+    fn lease_exists(&self, id: i64) -> io::Result<bool> {
+        let cf = db::cf(self.db, CF_LEASES)?;
+        Ok(self.db.get_pinned_cf(cf, lease_key(id)).map_err(db::io)?.is_some())
+    }
+
+    fn lease_grant(&mut self, id: i64, ttl: i64) -> Result<(), TxnError> {
+        if self.lease_exists(id)? {
+            return Err(ApplyError::LeaseExists.into());
+        }
+        self.batch.put_cf(db::cf(self.db, CF_LEASES)?, lease_key(id), db::encode(&LeaseRecord { ttl })?);
+        self.lease_change = Some(LeaseChange::Granted { id, ttl });
+        Ok(())
+    }
+
+    /// Deletes the lease and, in one revision, every key attached to it.
+    fn lease_revoke(&mut self, id: i64) -> Result<(), TxnError> {
+        if !self.lease_exists(id)? {
+            return Err(ApplyError::LeaseNotFound.into());
+        }
+        let cf = db::cf(self.db, CF_LEASE_KEYS)?;
+        let prefix = lease_key(id);
+        let mut keys = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
+            let (raw, _) = item.map_err(db::io)?;
+            let Some(key) = raw.strip_prefix(&prefix) else { break };
+            keys.push(key.to_vec());
+        }
+        for key in keys {
+            if let Some(prev) = self.get(&key)? {
+                self.delete_key(&key, &prev)?;
+            }
+        }
+        self.batch.delete_cf(db::cf(self.db, CF_LEASES)?, prefix);
+        self.lease_change = Some(LeaseChange::Revoked { id });
+        Ok(())
+    }
+
+    /// Marks history below `revision` as gone and deletes it, keeping for each key the version
+    /// that was live at `revision`.
+    fn compact(&mut self, revision: i64) -> Result<(), TxnError> {
+        if revision <= self.counters.compacted {
+            return Err(ApplyError::Compacted { compact_revision: self.counters.compacted }.into());
+        }
+        if revision > self.counters.revision {
+            return Err(ApplyError::FutureRevision { current: self.counters.revision }.into());
+        }
+        let revs = db::cf(self.db, CF_REVS)?;
+        let index = db::cf(self.db, CF_KEY_INDEX)?;
+        let end = Revision { main: revision, sub: 0 }.encode();
+        for item in self.db.iterator_cf(revs, IteratorMode::Start) {
+            let (raw_rev, raw) = item.map_err(db::io)?;
+            if raw_rev.as_ref() >= end.as_slice() {
+                break;
+            }
+            let rev = Revision::decode(&raw_rev).ok_or_else(|| db::corrupt("revision key"))?;
+            let record: RevRecord = db::decode(&raw)?;
+            let live_at = read::latest_index_entry(self.db, &record.key, revision)?;
+            let keep = !record.tombstone && live_at.is_some_and(|(r, _)| r == rev);
+            if !keep {
+                self.batch.delete_cf(revs, raw_rev);
+                self.batch.delete_cf(index, index_key(&record.key, rev));
+            }
+        }
+        self.counters.compacted = revision;
+        Ok(())
+    }
+}
+
+fn target_number(target: &CompareTarget) -> i64 {
+    match target {
+        CompareTarget::Version(v) | CompareTarget::Create(v) | CompareTarget::Mod(v) | CompareTarget::Lease(v) => *v,
+        CompareTarget::Value(_) => 0,
+    }
+}
+
+fn compare_numbers(op: CompareOp, actual: i64, target: i64) -> bool {
+    compare_ord(op, actual.cmp(&target))
+}
+
+fn compare_ord(op: CompareOp, ord: std::cmp::Ordering) -> bool {
+    use std::cmp::Ordering;
+    match op {
+        CompareOp::Equal => ord == Ordering::Equal,
+        CompareOp::NotEqual => ord != Ordering::Equal,
+        CompareOp::Greater => ord == Ordering::Greater,
+        CompareOp::Less => ord == Ordering::Less,
+    }
+}

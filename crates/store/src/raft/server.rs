@@ -1,0 +1,255 @@
+//! The server side of the peer network: hands openraft RPCs to the local Raft, receives
+//! snapshots file by file, and serves requests forwarded to the leader.
+
+use std::collections::BTreeSet;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use openraft::ChangeMembers;
+use openraft::ReadPolicy;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::ClientWriteError;
+use openraft::errors::RaftError;
+use tokio::io::AsyncWriteExt;
+use tonic::Request;
+use tonic::Status;
+use tonic::Streaming;
+use trireme_proto::peer::Envelope;
+use trireme_proto::peer::SnapshotChunk;
+use trireme_proto::peer::raft_peer_server::RaftPeer;
+use trireme_proto::peer::raft_peer_server::RaftPeerServer;
+
+use super::ForwardRequest;
+use super::ForwardResponse;
+use super::Raft;
+use super::Shared;
+use super::SnapshotDir;
+use super::TypeConfig;
+use super::forward::FailureKind;
+use super::network::MAX_MESSAGE_BYTES;
+use super::network::SnapshotHeader;
+use super::network::reply;
+use super::network::request;
+use crate::lease::LeaseTtl;
+
+/// The peer gRPC service of one member.
+#[derive(Clone)]
+pub struct PeerService {
+    raft: Raft,
+    shared: Arc<Shared>,
+}
+
+impl PeerService {
+    /// A service serving `raft`.
+    pub fn new(raft: Raft, shared: Arc<Shared>) -> Self {
+        PeerService { raft, shared }
+    }
+
+    /// The tonic server wrapper with Trireme's message limits.
+    pub fn into_server(self) -> RaftPeerServer<PeerService> {
+        RaftPeerServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Performs a request that needs the leader, on this member. If it is not the leader,
+    /// answers [`ForwardResponse::NotLeader`] without side effects.
+    pub async fn lead(&self, req: ForwardRequest) -> ForwardResponse {
+        match req {
+            ForwardRequest::Write(req) => match self.raft.client_write(req).await {
+                Ok(written) => ForwardResponse::Written { index: written.log_id.index, response: written.data },
+                Err(e) => write_error(e),
+            },
+            ForwardRequest::ReadIndex => match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                Ok(read) => ForwardResponse::ReadIndex { index: read.log_id().index },
+                Err(e) => match e.forward_to_leader() {
+                    Some(f) => ForwardResponse::NotLeader { leader: f.leader_id },
+                    None => failed(FailureKind::Other, e),
+                },
+            },
+            ForwardRequest::LeaseKeepAlive { id } => {
+                self.on_lessor(|l, now| l.keep_alive(id, now).map(|ttl| LeaseTtl { granted: ttl, remaining: ttl }))
+            }
+            ForwardRequest::LeaseTimeToLive { id } => self.on_lessor(|l, now| l.time_to_live(id, now)),
+            ForwardRequest::AddLearner { id, member } => {
+                if self.raft.voter_ids().chain(self.raft.learner_ids()).any(|m| m == id) {
+                    return failed(FailureKind::MemberExists, format!("member {id:x} already exists"));
+                }
+                membership_result(self.raft.add_learner(id, member, false).await)
+            }
+            ForwardRequest::Promote { id } => {
+                if !self.raft.learner_ids().any(|m| m == id) {
+                    return failed(FailureKind::MemberNotFound, format!("learner {id:x} not found"));
+                }
+                membership_result(
+                    self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await,
+                )
+            }
+            ForwardRequest::Remove { id } => {
+                let change = if self.raft.voter_ids().any(|m| m == id) {
+                    ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+                } else if self.raft.learner_ids().any(|m| m == id) {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+                } else {
+                    return failed(FailureKind::MemberNotFound, format!("member {id:x} not found"));
+                };
+                membership_result(self.raft.change_membership(change, false).await)
+            }
+            ForwardRequest::TransferLeader { to } => {
+                if !self.raft.is_leader() {
+                    return ForwardResponse::NotLeader { leader: self.raft.current_leader().await };
+                }
+                if !self.raft.voter_ids().any(|m| m == to) {
+                    return failed(FailureKind::MemberNotFound, format!("voter {to:x} not found"));
+                }
+                match self.raft.trigger().transfer_leader(to).await {
+                    Ok(()) => ForwardResponse::TransferStarted,
+                    Err(e) => failed(FailureKind::Other, e),
+                }
+            }
+        }
+    }
+
+    /// Lease clocks are only authoritative on the leader (the lessor's primary).
+    fn on_lessor(&self, f: impl FnOnce(&crate::lease::Lessor, Instant) -> Option<LeaseTtl>) -> ForwardResponse {
+        if !self.shared.lessor.is_primary() {
+            let leader = self.raft.metrics().borrow_watched().current_leader;
+            return ForwardResponse::NotLeader { leader };
+        }
+        ForwardResponse::Lease(f(&self.shared.lessor, Instant::now()))
+    }
+
+    async fn receive_snapshot(&self, mut stream: Streaming<SnapshotChunk>) -> Result<Envelope, Status> {
+        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let header: SnapshotHeader = crate::schema::decode(&first.header)
+            .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+        let expected: HashMap<String, u64> = header.files.iter().cloned().collect();
+        if expected.keys().any(|name| name.is_empty() || name.contains('/') || name.starts_with('.')) {
+            return Err(Status::invalid_argument("snapshot file names must be plain names"));
+        }
+        let dir = self.shared.snapshots.scratch("recv");
+        let received = receive_files(&dir, &expected, &mut stream).await;
+        if let Err(e) = received {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e);
+        }
+        tracing::info!(snapshot = ?header.meta.last_log_id, files = expected.len(), "received snapshot");
+        let snapshot = openraft::alias::SnapshotOf::<TypeConfig, SnapshotDir> {
+            meta: header.meta,
+            snapshot: SnapshotDir { path: dir.clone() },
+        };
+        let result = self.raft.install_full_snapshot(header.vote, snapshot).await;
+        // Installed snapshots were moved into place; anything left is a refused transfer.
+        if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        }
+        reply(result)
+    }
+}
+
+/// Writes the streamed files into `dir`, checking order, sizes and CRCs, and fsyncs them.
+async fn receive_files(
+    dir: &std::path::Path,
+    expected: &HashMap<String, u64>,
+    stream: &mut Streaming<SnapshotChunk>,
+) -> Result<(), Status> {
+    let io = |e: std::io::Error| Status::internal(format!("writing snapshot: {e}"));
+    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut open: Option<(String, tokio::fs::File, crc32fast::Hasher, u64)> = None;
+    while let Some(chunk) = stream.message().await? {
+        let Some(&size) = expected.get(&chunk.file) else {
+            return Err(Status::invalid_argument(format!("unexpected snapshot file {:?}", chunk.file)));
+        };
+        if open.as_ref().is_none_or(|(name, ..)| *name != chunk.file) {
+            if open.is_some() || done.contains(&chunk.file) || chunk.offset != 0 {
+                return Err(Status::invalid_argument(format!("snapshot file {:?} out of order", chunk.file)));
+            }
+            let file = tokio::fs::File::create(dir.join(&chunk.file)).await.map_err(io)?;
+            open = Some((chunk.file.clone(), file, crc32fast::Hasher::new(), 0));
+        }
+        let Some((name, file, crc, written)) = open.as_mut() else { continue };
+        if chunk.offset != *written {
+            return Err(Status::invalid_argument(format!("snapshot file {name:?}: gap at {written}")));
+        }
+        file.write_all(&chunk.data).await.map_err(io)?;
+        crc.update(&chunk.data);
+        *written += chunk.data.len() as u64;
+        if chunk.file_done {
+            if *written != size || crc.clone().finalize() != chunk.crc32 {
+                return Err(Status::data_loss(format!("snapshot file {name:?} is corrupt (size or checksum)")));
+            }
+            file.sync_all().await.map_err(io)?;
+            done.insert(name.clone());
+            open = None;
+        }
+    }
+    if done.len() != expected.len() {
+        return Err(Status::data_loss(format!(
+            "snapshot transfer incomplete: {} of {} files",
+            done.len(),
+            expected.len()
+        )));
+    }
+    crate::db::sync_dir(dir).map_err(io)
+}
+
+fn failed(kind: FailureKind, e: impl std::fmt::Display) -> ForwardResponse {
+    ForwardResponse::Failed { message: e.to_string(), kind }
+}
+
+fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ForwardResponse {
+    match e.api_error() {
+        Some(ClientWriteError::ForwardToLeader(f)) => ForwardResponse::NotLeader { leader: f.leader_id },
+        Some(ClientWriteError::ChangeMembershipError(m)) => failed(FailureKind::InvalidMembership, m),
+        _ => failed(FailureKind::Other, e),
+    }
+}
+
+fn membership_result(
+    result: Result<
+        openraft::raft::ClientWriteResponse<TypeConfig>,
+        RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+    >,
+) -> ForwardResponse {
+    match result {
+        Ok(written) => ForwardResponse::MembershipChanged { index: written.log_id.index },
+        Err(e) => write_error(e),
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(&self, req: Request<Envelope>) -> Result<tonic::Response<Envelope>, Status> {
+        let rpc = request(req.get_ref())?;
+        reply(self.raft.append_entries(rpc).await).map(tonic::Response::new)
+    }
+
+    async fn vote(&self, req: Request<Envelope>) -> Result<tonic::Response<Envelope>, Status> {
+        let rpc = request(req.get_ref())?;
+        reply(self.raft.vote(rpc).await).map(tonic::Response::new)
+    }
+
+    async fn pre_vote(&self, req: Request<Envelope>) -> Result<tonic::Response<Envelope>, Status> {
+        let rpc = request(req.get_ref())?;
+        reply(self.raft.pre_vote(rpc).await).map(tonic::Response::new)
+    }
+
+    async fn transfer_leader(&self, req: Request<Envelope>) -> Result<tonic::Response<Envelope>, Status> {
+        let rpc = request(req.get_ref())?;
+        reply(self.raft.handle_transfer_leader(rpc).await).map(tonic::Response::new)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<tonic::Response<Envelope>, Status> {
+        self.receive_snapshot(req.into_inner()).await.map(tonic::Response::new)
+    }
+
+    async fn forward(&self, req: Request<Envelope>) -> Result<tonic::Response<Envelope>, Status> {
+        let forwarded: ForwardRequest = request(req.get_ref())?;
+        reply(Ok::<_, String>(self.lead(forwarded).await)).map(tonic::Response::new)
+    }
+}

@@ -1,0 +1,267 @@
+//! openraft's state machine over the MVCC store.
+//!
+//! `apply` runs each batch on a blocking thread: every entry becomes one RocksDB `WriteBatch`
+//! holding its changes, its log id as last-applied and, for membership entries, the membership —
+//! so applied data and the applied log id are never apart. The state DB is written without
+//! fsync: the Raft log is the durable record, and openraft re-applies from it (the committed
+//! index is saved) what a crash took from the state DB. After the write, watchers, lease clocks
+//! and waiters for the applied index are told, and the proposer gets its response.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use openraft::EntryPayload;
+use openraft::OptionalSend;
+use openraft::RaftSnapshotBuilder;
+use openraft::storage::EntryResponder;
+use openraft::storage::RaftStateMachine;
+use rocksdb::DB;
+use rocksdb::WriteBatch;
+use tokio::sync::watch;
+
+use super::Entry;
+use super::LogId;
+use super::SnapshotMeta;
+use super::StoredMembership;
+use super::TypeConfig;
+use super::snapshot::SnapshotDir;
+use super::snapshot::SnapshotStore;
+use super::snapshot::materialize;
+use crate::db;
+use crate::lease::Lessor;
+use crate::mvcc::Counters;
+use crate::mvcc::LeaseChange;
+use crate::mvcc::apply::apply_command;
+use crate::mvcc::read;
+use crate::schema::CF_SM_META;
+use crate::schema::SM_APPLIED;
+use crate::schema::SM_MEMBERSHIP;
+use crate::state::StateDb;
+use crate::types::ApplyError;
+use crate::types::Event;
+use crate::types::Outcome;
+use crate::types::Response;
+use crate::watch::WatchHub;
+
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotDir>;
+
+/// State the state machine shares with readers: the DB, the watch hub, the lease clocks, and
+/// the applied log index.
+pub struct Shared {
+    pub state: Arc<StateDb>,
+    pub hub: Arc<WatchHub>,
+    pub lessor: Lessor,
+    pub snapshots: SnapshotStore,
+    /// Index of the last applied log entry (0 before any).
+    pub applied: watch::Sender<u64>,
+}
+
+impl Shared {
+    /// Opens the state DB and snapshot store of the member at `data_dir`.
+    pub fn open(data_dir: &std::path::Path, ring_events: usize) -> io::Result<Arc<Shared>> {
+        let state = Arc::new(StateDb::open(data_dir)?);
+        let db = state.get();
+        let counters = read::counters(&db)?;
+        let lessor = Lessor::default();
+        lessor.reset(read::leases(&db)?, Instant::now());
+        let applied = read_applied(&db)?.map_or(0, |id| id.index);
+        Ok(Arc::new(Shared {
+            state,
+            hub: Arc::new(WatchHub::new(counters.revision, ring_events)),
+            lessor,
+            snapshots: SnapshotStore::open(data_dir.join("snapshots"))?,
+            applied: watch::Sender::new(applied),
+        }))
+    }
+}
+
+fn read_applied(db: &DB) -> io::Result<Option<LogId>> {
+    let cf = db::cf(db, CF_SM_META)?;
+    match db.get_pinned_cf(cf, SM_APPLIED).map_err(db::io)? {
+        Some(raw) => db::decode(&raw),
+        None => Ok(None),
+    }
+}
+
+fn read_membership(db: &DB) -> io::Result<StoredMembership> {
+    let cf = db::cf(db, CF_SM_META)?;
+    match db.get_pinned_cf(cf, SM_MEMBERSHIP).map_err(db::io)? {
+        Some(raw) => db::decode(&raw),
+        None => Ok(StoredMembership::default()),
+    }
+}
+
+/// openraft's view of the MVCC store.
+pub struct StateMachine {
+    shared: Arc<Shared>,
+    counters: Counters,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl StateMachine {
+    /// The state machine over `shared`'s live DB.
+    pub fn new(shared: Arc<Shared>) -> io::Result<Self> {
+        let db = shared.state.get();
+        Ok(StateMachine {
+            counters: read::counters(&db)?,
+            last_applied: read_applied(&db)?,
+            membership: read_membership(&db)?,
+            shared,
+        })
+    }
+}
+
+/// What one applied entry produced, handed from the blocking thread back to the async side.
+struct AppliedEntry {
+    index: u64,
+    response: Response,
+    revision_events: Option<(i64, Vec<Event>)>,
+    lease_change: Option<LeaseChange>,
+}
+
+/// Applies `entries` in order, one `WriteBatch` each.
+fn apply_entries(
+    db: &DB,
+    mut counters: Counters,
+    mut membership: StoredMembership,
+    entries: Vec<Entry>,
+) -> io::Result<(Vec<AppliedEntry>, Counters, StoredMembership)> {
+    let meta = db::cf(db, CF_SM_META)?;
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let log_id = entry.log_id;
+        let (mut batch, outcome, events, lease_change) = match entry.payload {
+            EntryPayload::Blank => (WriteBatch::default(), Outcome::Noop, Vec::new(), None),
+            EntryPayload::Membership(m) => {
+                membership = StoredMembership::new(Some(log_id), m);
+                (WriteBatch::default(), Outcome::Noop, Vec::new(), None)
+            }
+            EntryPayload::Normal(request) => {
+                let term = log_id.leader_id.term;
+                match request.fence {
+                    Some(fence) if fence != term => {
+                        (WriteBatch::default(), Outcome::Rejected(ApplyError::Fenced { fence, term }), Vec::new(), None)
+                    }
+                    _ => {
+                        let applied = apply_command(db, counters, &request.command)?;
+                        counters = applied.counters;
+                        (applied.batch, applied.outcome, applied.events, applied.lease_change)
+                    }
+                }
+            }
+        };
+        batch.put_cf(meta, SM_APPLIED, db::encode(&Some(log_id))?);
+        if membership.log_id().as_ref() == Some(&log_id) {
+            batch.put_cf(meta, SM_MEMBERSHIP, db::encode(&membership)?);
+        }
+        db.write(batch).map_err(db::io)?;
+        out.push(AppliedEntry {
+            index: log_id.index,
+            response: Response { revision: counters.revision, outcome },
+            revision_events: (!events.is_empty()).then_some((counters.revision, events)),
+            lease_change,
+        });
+    }
+    Ok((out, counters, membership))
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotDir;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            batch.push(entry);
+            responders.push(responder);
+        }
+        let Some(last) = batch.last().map(|e| e.log_id) else { return Ok(()) };
+        let db = self.shared.state.get();
+        let (counters, membership) = (self.counters, self.membership.clone());
+        let (applied, counters, membership) =
+            tokio::task::spawn_blocking(move || apply_entries(&db, counters, membership, batch))
+                .await
+                .map_err(|e| io::Error::other(format!("apply task failed: {e}")))??;
+        self.counters = counters;
+        self.membership = membership;
+        self.last_applied = Some(last);
+        let now = Instant::now();
+        for (done, responder) in applied.into_iter().zip(responders) {
+            if let Some((revision, events)) = done.revision_events {
+                self.shared.hub.publish(revision, events);
+            }
+            match done.lease_change {
+                Some(LeaseChange::Granted { id, ttl }) => self.shared.lessor.granted(id, ttl, now),
+                Some(LeaseChange::Revoked { id }) => self.shared.lessor.revoked(id),
+                None => {}
+            }
+            self.shared.applied.send_replace(done.index);
+            if let Some(responder) = responder {
+                responder.send(done.response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { shared: self.shared.clone() }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotDir) -> Result<(), io::Error> {
+        let shared = self.shared.clone();
+        let meta_owned = meta.clone();
+        let db = tokio::task::spawn_blocking(move || -> io::Result<Arc<DB>> {
+            let adopted = shared.snapshots.adopt(&snapshot.path, &meta_owned)?;
+            materialize(&adopted, &shared.state.next_dir())?;
+            shared.state.replace()
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("snapshot install task failed: {e}")))??;
+        self.counters = read::counters(&db)?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.shared.lessor.reset(read::leases(&db)?, Instant::now());
+        self.shared.hub.reset(self.counters.revision);
+        self.shared.applied.send_replace(meta.last_log_id.as_ref().map_or(0, |id| id.index));
+        tracing::info!(last_log_id = ?meta.last_log_id, revision = self.counters.revision, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let snapshots = self.shared.snapshots.clone();
+        let current = tokio::task::spawn_blocking(move || snapshots.current())
+            .await
+            .map_err(|e| io::Error::other(format!("snapshot lookup failed: {e}")))??;
+        Ok(current.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+    }
+}
+
+/// Builds a snapshot by checkpointing the live state DB.
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotDir;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let shared = self.shared.clone();
+        let (meta, snapshot) = tokio::task::spawn_blocking(move || shared.snapshots.build(&shared.state.get()))
+            .await
+            .map_err(|e| io::Error::other(format!("snapshot build task failed: {e}")))??;
+        tracing::info!(last_log_id = ?meta.last_log_id, "built snapshot");
+        Ok(Snapshot { meta, snapshot })
+    }
+}

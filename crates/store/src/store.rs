@@ -1,0 +1,539 @@
+//! [`Store`]: one member of the replicated store, the entry point for the etcd and Kubernetes
+//! edges.
+//!
+//! - Writes go to the leader (forwarded over the peer network when this member follows) and
+//!   return once this member has applied them, so a client reads its own writes here.
+//! - Reads are linearizable by default (read index from the leader, then wait for the local
+//!   state machine) and local when `serializable` is set.
+//! - Watches are served from this member's applied state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use openraft::ServerState;
+use openraft::SnapshotPolicy;
+use openraft::async_runtime::WatchReceiver;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use trireme_proto::peer::raft_peer_server::RaftPeerServer;
+
+use crate::config::StoreConfig;
+use crate::db;
+use crate::error::StoreError;
+use crate::lease::LeaseTtl;
+use crate::mvcc::read;
+use crate::raft::ForwardRequest;
+use crate::raft::ForwardResponse;
+use crate::raft::LogStore;
+use crate::raft::PeerNetwork;
+use crate::raft::PeerService;
+use crate::raft::Raft;
+use crate::raft::Shared;
+use crate::raft::StateMachine;
+use crate::raft::forward::FailureKind;
+use crate::raft::network::PeerError;
+use crate::schema::RAFT_CFS;
+use crate::types::Command;
+use crate::types::KeyRange;
+use crate::types::Member;
+use crate::types::Outcome;
+use crate::types::RangeRequest;
+use crate::types::RangeResponse;
+use crate::types::Request;
+use crate::types::Response;
+use crate::validate::check_request;
+use crate::watch::WatchSpec;
+use crate::watch::WatchStream;
+use crate::watch::spawn_watcher;
+
+/// How often the leader looks for expired leases.
+const LEASE_TICK: Duration = Duration::from_millis(200);
+/// Pause between attempts while no leader is known.
+const LEADER_RETRY: Duration = Duration::from_millis(50);
+
+/// A member as the cluster lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub member: Member,
+    pub is_learner: bool,
+}
+
+/// What `status` reports about this member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStatus {
+    pub id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// Index of the last entry in this member's log.
+    pub raft_index: u64,
+    pub applied_index: u64,
+    /// Log entries up to here were purged behind a snapshot.
+    pub purged_index: u64,
+    pub revision: i64,
+    pub compacted: i64,
+    pub is_learner: bool,
+    /// Bytes used by the state DB's files.
+    pub db_size: u64,
+}
+
+/// Granted and remaining TTL of a lease, with its keys if asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub id: i64,
+    pub ttl: LeaseTtl,
+    pub keys: Vec<Vec<u8>>,
+}
+
+struct Inner {
+    config: StoreConfig,
+    raft: Raft,
+    shared: Arc<Shared>,
+    network: PeerNetwork,
+    service: PeerService,
+    /// `Some(term)` while this member leads, with the term it was elected in.
+    leadership: watch::Sender<Option<u64>>,
+    shutdown: CancellationToken,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// One member of the replicated MVCC store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens (or creates) the member's data dir and starts Raft. A new cluster must then be
+    /// [`initialize`](Store::initialize)d once; a restarted member resumes from its data.
+    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        config.validate().map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+        std::fs::create_dir_all(&config.data_dir)?;
+        let raft_db = Arc::new(db::open(&config.data_dir.join("raft"), &RAFT_CFS)?);
+        let log_store = LogStore::new(raft_db)?;
+        let shared = Shared::open(&config.data_dir, config.watch_ring_events)?;
+        let state_machine = StateMachine::new(shared.clone())?;
+        let network = PeerNetwork::default();
+        let raft_config = openraft::Config {
+            cluster_name: "trireme".to_string(),
+            heartbeat_interval: millis(config.heartbeat_interval),
+            election_timeout_min: millis(config.election_timeout_min),
+            election_timeout_max: millis(config.election_timeout_max),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: config.log_entries_kept,
+            enable_pre_vote: Some(true),
+            ..openraft::Config::default()
+        }
+        .validate()
+        .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+        let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, state_machine)
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let service = PeerService::new(raft.clone(), shared.clone());
+        let store = Store {
+            inner: Arc::new(Inner {
+                config,
+                raft,
+                shared,
+                network,
+                service,
+                leadership: watch::Sender::new(None),
+                shutdown: CancellationToken::new(),
+                tasks: std::sync::Mutex::new(Vec::new()),
+            }),
+        };
+        let tasks = vec![tokio::spawn(store.clone().track_leadership()), tokio::spawn(store.clone().expire_leases())];
+        store.inner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(tasks);
+        Ok(store)
+    }
+
+    /// Starts a new cluster with `members` as its voters. Every founding member may call this
+    /// with the same membership; a member that already has state ignores it.
+    pub async fn initialize(&self, members: BTreeMap<u64, Member>) -> Result<(), StoreError> {
+        if self.inner.raft.is_initialized().await.map_err(|e| StoreError::Raft(e.to_string()))? {
+            return Ok(());
+        }
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.api_error().is_some_and(|a| matches!(a, openraft::errors::InitializeError::NotAllowed(_))) => {
+                Ok(())
+            }
+            Err(e) => Err(StoreError::Raft(e.to_string())),
+        }
+    }
+
+    /// The gRPC service peers call; serve it on this member's peer address.
+    pub fn peer_server(&self) -> RaftPeerServer<PeerService> {
+        self.inner.service.clone().into_server()
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> u64 {
+        self.inner.config.id
+    }
+
+    /// The store's configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Stops Raft and the background tasks. Acknowledged writes are already durable.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for task in tasks {
+            let _ = task.await;
+        }
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown failed");
+        }
+    }
+
+    // ---- writes -------------------------------------------------------------------------
+
+    /// Proposes `req`, waits until this member applied it, and returns its response.
+    ///
+    /// Returns `Timeout` if the outcome is unknown (the leader was lost mid-request), `NoLeader`
+    /// if no leader emerged within the request timeout, and the command's own rejection
+    /// (`LeaseNotFound`, `Compacted`, `Fenced`, ...) as an error.
+    pub async fn write(&self, req: Request) -> Result<Response, StoreError> {
+        check_request(&req, self.inner.config.max_request_bytes, self.inner.config.max_txn_ops)?;
+        match self.leader_call(ForwardRequest::Write(req), false).await? {
+            ForwardResponse::Written { index, response } => {
+                self.wait_applied(index).await?;
+                match response.outcome {
+                    Outcome::Rejected(e) => Err(e.into()),
+                    _ => Ok(response),
+                }
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Grants a lease (`id` 0 picks one) of at least the minimum TTL; returns id and TTL.
+    pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<(i64, i64), StoreError> {
+        let id = if id == 0 { rand::random::<i64>() & i64::MAX } else { id };
+        let ttl = ttl.max(self.inner.config.min_lease_ttl());
+        match self.write(Request::new(Command::LeaseGrant { id, ttl })).await?.outcome {
+            Outcome::LeaseGrant { id, ttl } => Ok((id, ttl)),
+            _ => Err(StoreError::Raft("lease grant answered with another outcome".into())),
+        }
+    }
+
+    /// Revokes a lease, deleting its keys in one revision.
+    pub async fn lease_revoke(&self, id: i64) -> Result<Response, StoreError> {
+        self.write(Request::new(Command::LeaseRevoke { id })).await
+    }
+
+    /// Renews a lease on the leader; returns its TTL.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, StoreError> {
+        match self.leader_call(ForwardRequest::LeaseKeepAlive { id }, true).await? {
+            ForwardResponse::Lease(Some(ttl)) => Ok(ttl.granted),
+            ForwardResponse::Lease(None) => Err(StoreError::LeaseNotFound),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A lease's granted and remaining TTL (from the leader's clock), and its keys if `keys`.
+    pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseInfo, StoreError> {
+        let ttl = match self.leader_call(ForwardRequest::LeaseTimeToLive { id }, true).await? {
+            ForwardResponse::Lease(Some(ttl)) => ttl,
+            ForwardResponse::Lease(None) => return Err(StoreError::LeaseNotFound),
+            other => return Err(unexpected(&other)),
+        };
+        let keys = if keys { self.blocking_read(move |db| read::lease_keys(db, id)).await? } else { Vec::new() };
+        Ok(LeaseInfo { id, ttl, keys })
+    }
+
+    /// Every lease with its granted TTL, from local state.
+    pub async fn leases(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.blocking_read(read::leases).await
+    }
+
+    // ---- reads --------------------------------------------------------------------------
+
+    /// Serves a range read; returns the response and the revision it was read at.
+    ///
+    /// If the revision is compacted, returns `Compacted`; above the current one,
+    /// `FutureRevision`.
+    pub async fn range(&self, req: RangeRequest) -> Result<(RangeResponse, i64), StoreError> {
+        if !req.serializable {
+            self.read_barrier().await?;
+        }
+        let db = self.inner.shared.state.get();
+        tokio::task::spawn_blocking(move || read::range(&db, &req))
+            .await
+            .map_err(|e| StoreError::Raft(format!("read task failed: {e}")))?
+            .map_err(StoreError::from)
+    }
+
+    /// Waits until this member has applied everything committed before the call: after it, a
+    /// local read is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), StoreError> {
+        match self.leader_call(ForwardRequest::ReadIndex, true).await? {
+            ForwardResponse::ReadIndex { index } => self.wait_applied(index).await,
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The revision of this member's applied state.
+    pub fn revision(&self) -> i64 {
+        self.inner.shared.hub.revision()
+    }
+
+    /// Watches `range` from `start_revision` (0: from the next revision).
+    ///
+    /// If `start_revision` is below the compaction point, returns `Compacted`.
+    pub async fn watch(&self, range: KeyRange, start_revision: i64, prev_kv: bool) -> Result<WatchStream, StoreError> {
+        let current = self.revision();
+        let start = if start_revision <= 0 { current + 1 } else { start_revision };
+        let counters = self.blocking_read(read::counters).await?;
+        if start < counters.compacted {
+            return Err(StoreError::Compacted { compact_revision: counters.compacted });
+        }
+        let spec = WatchSpec { range, start_revision: start, prev_kv };
+        Ok(spawn_watcher(self.inner.shared.hub.clone(), self.inner.shared.state.clone(), spec))
+    }
+
+    async fn blocking_read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rocksdb::DB) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.inner.shared.state.get();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Raft(format!("read task failed: {e}")))?
+            .map_err(StoreError::from)
+    }
+
+    // ---- cluster ------------------------------------------------------------------------
+
+    /// `Some(term)` while this member is the leader, with the term it was elected in: the fence
+    /// for writes that must not outlive this leadership.
+    pub fn leadership(&self) -> watch::Receiver<Option<u64>> {
+        self.inner.leadership.subscribe()
+    }
+
+    /// The leader this member knows of.
+    pub fn leader(&self) -> Option<u64> {
+        self.inner.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Voters and learners of the current membership.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, member)| MemberInfo { id: *id, member: member.clone(), is_learner: !voters.contains(id) })
+            .collect()
+    }
+
+    /// This member's view of the cluster.
+    pub fn status(&self) -> StoreStatus {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        let db = self.inner.shared.state.get();
+        let counters = read::counters(&db).unwrap_or_default();
+        let db_size = db.property_int_value(rocksdb::properties::TOTAL_SST_FILES_SIZE).ok().flatten().unwrap_or(0)
+            + db.property_int_value(rocksdb::properties::CUR_SIZE_ALL_MEM_TABLES).ok().flatten().unwrap_or(0);
+        StoreStatus {
+            id: self.id(),
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            raft_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.as_ref().map_or(0, |l| l.index),
+            purged_index: metrics.purged.as_ref().map_or(0, |l| l.index),
+            revision: counters.revision,
+            compacted: counters.compacted,
+            is_learner: metrics.state == ServerState::Learner,
+            db_size,
+        }
+    }
+
+    /// Adds a non-voting member that starts receiving the log.
+    pub async fn add_learner(&self, id: u64, member: Member) -> Result<(), StoreError> {
+        self.membership_call(ForwardRequest::AddLearner { id, member }).await
+    }
+
+    /// Makes a learner a voter.
+    pub async fn promote(&self, id: u64) -> Result<(), StoreError> {
+        self.membership_call(ForwardRequest::Promote { id }).await
+    }
+
+    /// Removes a member (voter or learner).
+    pub async fn remove_member(&self, id: u64) -> Result<(), StoreError> {
+        self.membership_call(ForwardRequest::Remove { id }).await
+    }
+
+    /// Asks the leader to hand leadership to voter `to`.
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), StoreError> {
+        match self.leader_call(ForwardRequest::TransferLeader { to }, true).await? {
+            ForwardResponse::TransferStarted => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Takes a snapshot now (and purges the log behind it by policy).
+    pub async fn snapshot_now(&self) -> Result<(), StoreError> {
+        self.inner.raft.trigger().snapshot().await.map_err(|e| StoreError::Raft(e.to_string()))
+    }
+
+    /// Purges the log up to `index` (bounded by the last snapshot).
+    pub async fn purge_log(&self, index: u64) -> Result<(), StoreError> {
+        self.inner.raft.trigger().purge_log(index).await.map_err(|e| StoreError::Raft(e.to_string()))
+    }
+
+    async fn membership_call(&self, req: ForwardRequest) -> Result<(), StoreError> {
+        match self.leader_call(req, false).await? {
+            ForwardResponse::MembershipChanged { index } => self.wait_applied(index).await,
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    // ---- plumbing -----------------------------------------------------------------------
+
+    /// Runs `req` on the leader: here if this member leads, else over the peer network.
+    /// Retries while no leader is known or the leader moved. A transport failure after the
+    /// request may have been delivered is retried only if `idempotent`; otherwise it is
+    /// `Timeout` (outcome unknown).
+    async fn leader_call(&self, req: ForwardRequest, idempotent: bool) -> Result<ForwardResponse, StoreError> {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let mut last_error = StoreError::NoLeader;
+        loop {
+            if self.inner.shutdown.is_cancelled() {
+                return Err(StoreError::Stopped);
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(last_error);
+            }
+            let (leader, member) = {
+                let metrics = self.inner.raft.metrics().borrow_watched().clone();
+                let leader = metrics.current_leader;
+                let member = leader.and_then(|l| metrics.membership_config.membership().get_node(&l).cloned());
+                (leader, member)
+            };
+            let answer = match (leader, member) {
+                (Some(l), _) if l == self.id() => Ok(self.inner.service.lead(req.clone()).await),
+                (Some(_), Some(member)) => self.inner.network.forward(&member, &req, remaining).await,
+                _ => {
+                    last_error = StoreError::NoLeader;
+                    tokio::time::sleep(LEADER_RETRY.min(remaining)).await;
+                    continue;
+                }
+            };
+            match answer {
+                Ok(ForwardResponse::NotLeader { .. }) => {
+                    last_error = StoreError::NoLeader;
+                    tokio::time::sleep(LEADER_RETRY.min(remaining)).await;
+                }
+                Ok(ForwardResponse::Failed { message, kind }) => {
+                    return Err(match kind {
+                        FailureKind::MemberNotFound => StoreError::MemberNotFound,
+                        FailureKind::MemberExists => StoreError::MemberExists,
+                        FailureKind::InvalidMembership => StoreError::InvalidMembership(message),
+                        FailureKind::Other => StoreError::Raft(message),
+                    });
+                }
+                Ok(answer) => return Ok(answer),
+                Err(e) if idempotent || never_delivered(&e) => {
+                    tracing::debug!(error = %e, "leader unreachable; retrying");
+                    last_error = StoreError::NoLeader;
+                    tokio::time::sleep(LEADER_RETRY.min(remaining)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "forwarded write lost its leader; outcome unknown");
+                    return Err(StoreError::Timeout);
+                }
+            }
+        }
+    }
+
+    /// Waits until this member applied log index `index`.
+    async fn wait_applied(&self, index: u64) -> Result<(), StoreError> {
+        let mut applied = self.inner.shared.applied.subscribe();
+        let wait = applied.wait_for(|&a| a >= index);
+        match tokio::time::timeout(self.inner.config.request_timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// Follows Raft's role: on becoming leader, extends every lease and publishes the term; on
+    /// losing it, stops expiring leases.
+    async fn track_leadership(self) {
+        let mut metrics = self.inner.raft.metrics();
+        let mut leading: Option<u64> = None;
+        loop {
+            let now_leading = {
+                let m = metrics.borrow_and_update();
+                (m.state == ServerState::Leader).then_some(m.current_term)
+            };
+            if now_leading != leading {
+                leading = now_leading;
+                match leading {
+                    Some(term) => {
+                        tracing::info!(term, "became leader");
+                        self.inner.shared.lessor.promote(Instant::now());
+                    }
+                    None => self.inner.shared.lessor.demote(),
+                }
+                self.inner.leadership.send_replace(leading);
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { break },
+                () = self.inner.shutdown.cancelled() => break,
+            }
+        }
+        self.inner.shared.lessor.demote();
+        self.inner.leadership.send_replace(None);
+    }
+
+    /// On the leader, proposes a revoke for every expired lease, fenced by the leader's term.
+    async fn expire_leases(self) {
+        let mut tick = tokio::time::interval(LEASE_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.inner.shutdown.cancelled() => return,
+            }
+            let Some(term) = *self.inner.leadership.borrow() else { continue };
+            for id in self.inner.shared.lessor.take_expired(Instant::now()) {
+                let raft = self.inner.raft.clone();
+                tokio::spawn(async move {
+                    let req = Request::fenced(Command::LeaseRevoke { id }, term);
+                    match raft.client_write(req).await {
+                        Ok(_) => tracing::info!(lease = id, "lease expired"),
+                        Err(e) => tracing::debug!(lease = id, error = %e, "lease revoke not applied"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A connection that was never established: the request cannot have reached the leader.
+fn never_delivered(e: &PeerError) -> bool {
+    match e {
+        PeerError::Unreachable { message, .. } => {
+            let m = message.to_ascii_lowercase();
+            m.contains("connect") || m.contains("refused") || m.contains("bad peer url")
+        }
+        PeerError::BadReply { .. } | PeerError::Remote { .. } => false,
+    }
+}
+
+fn unexpected(answer: &ForwardResponse) -> StoreError {
+    StoreError::Raft(format!("unexpected answer from leader: {answer:?}"))
+}
