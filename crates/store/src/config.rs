@@ -11,6 +11,8 @@ pub struct StoreConfig {
     pub id: u64,
     /// Where the Raft log, the state and snapshots live.
     pub data_dir: PathBuf,
+    /// The id a founding member records for a new cluster (0: learn it from the cluster).
+    pub cluster_id: u64,
     /// Leader heartbeat period.
     pub heartbeat_interval: Duration,
     /// A follower that hears no leader for a random time in this range starts an election.
@@ -35,6 +37,7 @@ impl Default for StoreConfig {
         StoreConfig {
             id: 0,
             data_dir: PathBuf::from("default.trireme"),
+            cluster_id: 0,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(400),
             election_timeout_max: Duration::from_millis(800),

@@ -13,9 +13,11 @@
 //!
 //! This crate knows nothing of etcd's wire protocol or of Kubernetes; those edges depend on it.
 
+pub mod backup;
 mod config;
 mod db;
 mod error;
+pub mod identity;
 pub mod lease;
 mod mvcc;
 mod raft;

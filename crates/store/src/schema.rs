@@ -11,7 +11,7 @@
 //! | `state-N/` | `key_index` | [`escape_key`]`(user key)` ++ revision | 1 byte: 1 = tombstone |
 //! | `state-N/` | `leases` | lease id, i64 BE | [`LeaseRecord`] |
 //! | `state-N/` | `lease_keys` | lease id ++ user key | empty |
-//! | `state-N/` | `sm_meta` | [`SM_APPLIED`], [`SM_MEMBERSHIP`], [`SM_REVISION`], [`SM_COMPACTED`] | bincode |
+//! | `state-N/` | `sm_meta` | [`SM_APPLIED`], [`SM_MEMBERSHIP`], [`SM_REVISION`], [`SM_COMPACTED`], [`SM_CLUSTER_ID`] | bincode / u64 BE |
 //!
 //! The log lives apart from the state machine so that a snapshot (a checkpoint of `state-N`)
 //! carries no log, and so that the state machine can be replaced whole when a snapshot is
@@ -58,6 +58,8 @@ pub const SM_MEMBERSHIP: &[u8] = b"membership";
 pub const SM_REVISION: &[u8] = b"revision";
 /// `sm_meta`: revision below which history is gone.
 pub const SM_COMPACTED: &[u8] = b"compacted";
+/// `sm_meta`: the cluster id, u64 BE, set once.
+pub const SM_CLUSTER_ID: &[u8] = b"cluster_id";
 
 /// The live version of a key (the `kv` column family; the key itself is the RocksDB key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -20,6 +21,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use trireme_proto::peer::raft_peer_server::RaftPeerServer;
 
+use crate::backup;
+use crate::backup::Archive;
+use crate::backup::ArchiveHeader;
 use crate::config::StoreConfig;
 use crate::db;
 use crate::error::StoreError;
@@ -36,6 +40,7 @@ use crate::raft::StateMachine;
 use crate::raft::forward::FailureKind;
 use crate::raft::network::PeerError;
 use crate::schema::RAFT_CFS;
+use crate::schema::STATE_CFS;
 use crate::types::Command;
 use crate::types::KeyRange;
 use crate::types::Member;
@@ -193,6 +198,20 @@ impl Store {
         }
     }
 
+    /// Asks the member at `peer_url` for the cluster id and membership (how a joining member
+    /// learns its id).
+    pub async fn discover(peer_url: &str, timeout: Duration) -> Result<(u64, Vec<MemberInfo>), StoreError> {
+        let peer = Member { peer_urls: vec![peer_url.to_string()], ..Member::default() };
+        match PeerNetwork::default().forward(&peer, &ForwardRequest::ListMembers, timeout).await {
+            Ok(ForwardResponse::Members { cluster_id, members }) => Ok((
+                cluster_id,
+                members.into_iter().map(|(id, member, is_learner)| MemberInfo { id, member, is_learner }).collect(),
+            )),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(StoreError::Raft(e.to_string())),
+        }
+    }
+
     // ---- writes -------------------------------------------------------------------------
 
     /// Proposes `req`, waits until this member applied it, and returns its response.
@@ -334,6 +353,79 @@ impl Store {
             .collect()
     }
 
+    /// The cluster id: replicated once recorded, else the configured one.
+    pub fn cluster_id(&self) -> u64 {
+        match self.inner.shared.cluster_id.load(Ordering::Relaxed) {
+            0 => self.inner.config.cluster_id,
+            id => id,
+        }
+    }
+
+    /// The current Raft term as this member knows it.
+    pub fn term(&self) -> u64 {
+        self.inner.raft.metrics().borrow_watched().current_term
+    }
+
+    /// etcd's HashKV at `revision` (0: current): the hash, and the revision and compaction
+    /// point it was computed at.
+    pub async fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), StoreError> {
+        let db = self.inner.shared.state.get();
+        let (hash, counters) = tokio::task::spawn_blocking(move || read::hash_kv(&db, revision))
+            .await
+            .map_err(|e| StoreError::Raft(format!("hash task failed: {e}")))??;
+        Ok((hash, counters.revision, counters.compacted))
+    }
+
+    /// A consistent backup of this member's state, ready to stream.
+    pub async fn backup(&self) -> Result<Archive, StoreError> {
+        let shared = self.inner.shared.clone();
+        let member_id = self.id();
+        let cluster_id = self.cluster_id();
+        tokio::task::spawn_blocking(move || -> std::io::Result<Archive> {
+            let dir = shared.snapshots.scratch("backup");
+            rocksdb::checkpoint::Checkpoint::new(&shared.state.get())
+                .and_then(|c| c.create_checkpoint(&dir))
+                .map_err(db::io)?;
+            let (counters, keys) = {
+                let view = db::open_read_only(&dir, &STATE_CFS)?;
+                (read::counters(&view)?, read::key_count(&view)?)
+            };
+            let header = ArchiveHeader {
+                format: backup::FORMAT_VERSION,
+                cluster_id,
+                member_id,
+                revision: counters.revision,
+                compact_revision: counters.compacted,
+                keys,
+                taken_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                files: Archive::list_files(&dir)?,
+            };
+            Ok(Archive::new(dir, header))
+        })
+        .await
+        .map_err(|e| StoreError::Raft(format!("backup task failed: {e}")))?
+        .map_err(StoreError::from)
+    }
+
+    /// Compacts RocksDB's files (etcd's defragment): reclaims space left by deletes.
+    pub async fn defragment(&self) -> Result<(), StoreError> {
+        self.blocking_read(|db| {
+            for name in STATE_CFS {
+                let cf = db::cf(db, name)?;
+                db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Bytes on disk and in memory used by the state DB.
+    pub fn db_size(&self) -> u64 {
+        let db = self.inner.shared.state.get();
+        let prop = |name| db.property_int_value(name).ok().flatten().unwrap_or(0);
+        prop(rocksdb::properties::TOTAL_SST_FILES_SIZE) + prop(rocksdb::properties::CUR_SIZE_ALL_MEM_TABLES)
+    }
+
     /// This member's view of the cluster.
     pub fn status(&self) -> StoreStatus {
         let metrics = self.inner.raft.metrics().borrow_watched().clone();
@@ -368,6 +460,11 @@ impl Store {
     /// Removes a member (voter or learner).
     pub async fn remove_member(&self, id: u64) -> Result<(), StoreError> {
         self.membership_call(ForwardRequest::Remove { id }).await
+    }
+
+    /// Replaces a member's name and URLs (the member keeps its role).
+    pub async fn update_member(&self, id: u64, member: Member) -> Result<(), StoreError> {
+        self.membership_call(ForwardRequest::UpdateMember { id, member }).await
     }
 
     /// Asks the leader to hand leadership to voter `to`.
@@ -481,6 +578,7 @@ impl Store {
                     Some(term) => {
                         tracing::info!(term, "became leader");
                         self.inner.shared.lessor.promote(Instant::now());
+                        self.record_cluster_id();
                     }
                     None => self.inner.shared.lessor.demote(),
                 }
@@ -493,6 +591,20 @@ impl Store {
         }
         self.inner.shared.lessor.demote();
         self.inner.leadership.send_replace(None);
+    }
+
+    /// A new cluster's first leader records the configured cluster id for every member.
+    fn record_cluster_id(&self) {
+        let configured = self.inner.config.cluster_id;
+        if configured == 0 || self.inner.shared.cluster_id.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        let raft = self.inner.raft.clone();
+        tokio::spawn(async move {
+            if let Err(e) = raft.client_write(Request::new(Command::SetClusterId { cluster_id: configured })).await {
+                tracing::debug!(error = %e, "recording the cluster id failed; the next leader retries");
+            }
+        });
     }
 
     /// On the leader, proposes a revoke for every expired lease, fenced by the leader's term.

@@ -223,6 +223,10 @@ pub enum Command {
     LeaseRevoke {
         id: i64,
     },
+    /// Records the cluster id once, when a new cluster first elects a leader.
+    SetClusterId {
+        cluster_id: u64,
+    },
 }
 
 /// A log entry's payload: a command, optionally fenced by the Raft term of its proposer's
@@ -257,6 +261,7 @@ impl fmt::Display for Request {
             Command::Compact { revision } => write!(f, "compact {revision}")?,
             Command::LeaseGrant { id, ttl } => write!(f, "lease grant {id:x} ttl {ttl}")?,
             Command::LeaseRevoke { id } => write!(f, "lease revoke {id:x}")?,
+            Command::SetClusterId { cluster_id } => write!(f, "cluster id {cluster_id:x}")?,
         }
         if let Some(term) = self.fence {
             write!(f, " fenced@{term}")?;

@@ -10,6 +10,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use tokio::sync::watch;
@@ -143,6 +145,7 @@ impl WatchHub {
 /// A stream of watch messages; dropping it ends the watcher's task.
 pub struct WatchStream {
     rx: mpsc::Receiver<WatchMessage>,
+    synced: Arc<AtomicI64>,
 }
 
 impl WatchStream {
@@ -150,16 +153,35 @@ impl WatchStream {
     pub async fn recv(&mut self) -> Option<WatchMessage> {
         self.rx.recv().await
     }
+
+    /// A revision up to which every event of this watch has been queued on this stream. Read it
+    /// before checking [`WatchStream::is_empty`]: if the stream is then empty, the consumer has
+    /// seen everything up to it (etcd's progress notification).
+    pub fn synced_revision(&self) -> i64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Whether no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
 }
 
 /// Starts a watcher task for `spec` (whose start revision the caller resolved and checked).
 pub fn spawn_watcher(hub: Arc<WatchHub>, state: Arc<StateDb>, spec: WatchSpec) -> WatchStream {
     let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
-    tokio::spawn(run_watcher(hub, state, spec, tx));
-    WatchStream { rx }
+    let synced = Arc::new(AtomicI64::new(spec.start_revision - 1));
+    tokio::spawn(run_watcher(hub, state, spec, tx, synced.clone()));
+    WatchStream { rx, synced }
 }
 
-async fn run_watcher(hub: Arc<WatchHub>, state: Arc<StateDb>, spec: WatchSpec, tx: mpsc::Sender<WatchMessage>) {
+async fn run_watcher(
+    hub: Arc<WatchHub>,
+    state: Arc<StateDb>,
+    spec: WatchSpec,
+    tx: mpsc::Sender<WatchMessage>,
+    synced: Arc<AtomicI64>,
+) {
     let mut revisions = hub.subscribe();
     let mut next = spec.start_revision;
     loop {
@@ -197,6 +219,7 @@ async fn run_watcher(hub: Arc<WatchHub>, state: Arc<StateDb>, spec: WatchSpec, t
             }
             next = after;
         }
+        synced.store(next - 1, Ordering::Release);
         tokio::select! {
             changed = revisions.changed() => if changed.is_err() { return },
             () = tx.closed() => return,

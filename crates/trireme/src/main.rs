@@ -1,1 +1,43 @@
-fn main() {}
+//! `trireme`: one binary for every role — `master`, `up`, and (later) `node` and the operator
+//! tools. It parses flags, wires the crates together and handles shutdown; the logic lives in
+//! the library crates.
+
+mod master;
+mod up;
+
+use clap::Parser;
+use clap::Subcommand;
+
+/// Trireme: a Kubernetes-compatible control plane that stays up when masters die.
+#[derive(Debug, Parser)]
+#[command(name = "trireme", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Run one master replica: Raft member, MVCC store and the etcd v3 API.
+    Master(Box<master::MasterArgs>),
+    /// Run a whole cluster on this machine (child processes on loopback) until Ctrl-C.
+    Up(up::UpArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tonic=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Commands::Master(args) => master::run(*args).await,
+            Commands::Up(args) => up::run(args).await,
+        }
+    })
+}

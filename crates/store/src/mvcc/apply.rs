@@ -23,6 +23,7 @@ use crate::schema::KvRecord;
 use crate::schema::LeaseRecord;
 use crate::schema::RevRecord;
 use crate::schema::Revision;
+use crate::schema::SM_CLUSTER_ID;
 use crate::schema::SM_COMPACTED;
 use crate::schema::SM_REVISION;
 use crate::schema::index_key;
@@ -89,6 +90,7 @@ pub fn apply_command(db: &DB, counters: Counters, command: &Command) -> io::Resu
             txn.lease_grant(*id, *ttl).map(|()| Outcome::LeaseGrant { id: *id, ttl: *ttl })
         }
         Command::LeaseRevoke { id } => txn.lease_revoke(*id).map(|()| Outcome::LeaseRevoke),
+        Command::SetClusterId { cluster_id } => txn.set_cluster_id(*cluster_id).map(|()| Outcome::Noop),
     };
     match result {
         Ok(outcome) => Ok(txn.finish(outcome)),
@@ -388,6 +390,14 @@ impl<'a> TxnWriter<'a> {
         }
         self.batch.delete_cf(db::cf(self.db, CF_LEASES)?, prefix);
         self.lease_change = Some(LeaseChange::Revoked { id });
+        Ok(())
+    }
+
+    /// Records the cluster id unless one is already recorded.
+    fn set_cluster_id(&mut self, cluster_id: u64) -> Result<(), TxnError> {
+        if read::cluster_id(self.db)? == 0 {
+            self.batch.put_cf(db::cf(self.db, CF_SM_META)?, SM_CLUSTER_ID, cluster_id.to_be_bytes());
+        }
         Ok(())
     }
 

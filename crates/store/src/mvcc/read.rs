@@ -23,6 +23,7 @@ use crate::schema::KvRecord;
 use crate::schema::LeaseRecord;
 use crate::schema::RevRecord;
 use crate::schema::Revision;
+use crate::schema::SM_CLUSTER_ID;
 use crate::schema::SM_COMPACTED;
 use crate::schema::SM_REVISION;
 use crate::schema::escape_key;
@@ -91,6 +92,52 @@ pub fn counters(db: &DB) -> io::Result<Counters> {
         })
     };
     Ok(Counters { revision: read(SM_REVISION)?, compacted: read(SM_COMPACTED)? })
+}
+
+/// The recorded cluster id, 0 if none yet.
+pub fn cluster_id(db: &DB) -> io::Result<u64> {
+    let meta = db::cf(db, CF_SM_META)?;
+    Ok(match db.get_pinned_cf(meta, SM_CLUSTER_ID).map_err(db::io)? {
+        Some(raw) => u64::from_be_bytes(raw.as_ref().try_into().map_err(|_| db::corrupt("cluster id"))?),
+        None => 0,
+    })
+}
+
+/// etcd's HashKV: a CRC-32 over every history entry (key, revision, value, tombstone) up to
+/// `revision`. Members that applied the same log agree on it.
+pub fn hash_kv(db: &DB, revision: i64) -> Result<(u32, Counters), ReadError> {
+    let view = db.snapshot();
+    let counters = counters_in(db, &view)?;
+    let revision = if revision <= 0 { counters.revision } else { revision };
+    if revision > counters.revision {
+        return Err(ReadError::FutureRevision { requested: revision, current: counters.revision });
+    }
+    if revision < counters.compacted {
+        return Err(ReadError::Compacted { compact_revision: counters.compacted });
+    }
+    let revs = db::cf(db, CF_REVS)?;
+    let end = Revision { main: revision + 1, sub: 0 }.encode();
+    let mut hasher = crc32fast::Hasher::new();
+    for item in view.iterator_cf(revs, IteratorMode::Start) {
+        let (raw_rev, raw) = item.map_err(db::io)?;
+        if raw_rev.as_ref() >= end.as_slice() {
+            break;
+        }
+        hasher.update(&raw_rev);
+        hasher.update(&raw);
+    }
+    Ok((hasher.finalize(), Counters { revision, compacted: counters.compacted }))
+}
+
+/// Number of live keys.
+pub fn key_count(db: &DB) -> io::Result<u64> {
+    let cf = db::cf(db, CF_KV)?;
+    let mut n = 0;
+    for item in db.iterator_cf(cf, IteratorMode::Start) {
+        item.map_err(db::io)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// The newest `key_index` entry of `key` at or below `revision`: its revision and whether it

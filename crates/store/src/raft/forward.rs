@@ -25,8 +25,12 @@ pub enum ForwardRequest {
     Promote { id: u64 },
     /// Remove a member.
     Remove { id: u64 },
+    /// Replace a member's name and URLs.
+    UpdateMember { id: u64, member: Member },
     /// Hand leadership to a member.
     TransferLeader { to: u64 },
+    /// The cluster id and membership as the receiver knows them (any member answers).
+    ListMembers,
 }
 
 /// The leader's answer.
@@ -42,6 +46,8 @@ pub enum ForwardResponse {
     MembershipChanged { index: u64 },
     /// Leadership transfer started.
     TransferStarted,
+    /// Cluster id and members: (id, member, is learner).
+    Members { cluster_id: u64, members: Vec<(u64, Member, bool)> },
     /// The receiver is not the leader (anymore); `leader` is who it thinks leads.
     NotLeader { leader: Option<u64> },
     /// The request failed on the leader.

@@ -96,6 +96,22 @@ impl PeerService {
                 };
                 membership_result(self.raft.change_membership(change, false).await)
             }
+            ForwardRequest::UpdateMember { id, member } => {
+                if !self.raft.voter_ids().chain(self.raft.learner_ids()).any(|m| m == id) {
+                    return failed(FailureKind::MemberNotFound, format!("member {id:x} not found"));
+                }
+                let change = ChangeMembers::SetNodes(std::collections::BTreeMap::from([(id, member)]));
+                membership_result(self.raft.change_membership(change, true).await)
+            }
+            ForwardRequest::ListMembers => {
+                let metrics = self.raft.metrics().borrow_watched().clone();
+                let membership = metrics.membership_config.membership();
+                let voters: BTreeSet<u64> = membership.voter_ids().collect();
+                ForwardResponse::Members {
+                    cluster_id: self.shared.cluster_id.load(std::sync::atomic::Ordering::Relaxed),
+                    members: membership.nodes().map(|(id, m)| (*id, m.clone(), !voters.contains(id))).collect(),
+                }
+            }
             ForwardRequest::TransferLeader { to } => {
                 if !self.raft.is_leader() {
                     return ForwardResponse::NotLeader { leader: self.raft.current_leader().await };

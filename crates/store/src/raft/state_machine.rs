@@ -56,6 +56,8 @@ pub struct Shared {
     pub snapshots: SnapshotStore,
     /// Index of the last applied log entry (0 before any).
     pub applied: watch::Sender<u64>,
+    /// The replicated cluster id, 0 until recorded.
+    pub cluster_id: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -73,6 +75,7 @@ impl Shared {
             lessor,
             snapshots: SnapshotStore::open(data_dir.join("snapshots"))?,
             applied: watch::Sender::new(applied),
+            cluster_id: std::sync::atomic::AtomicU64::new(read::cluster_id(&db)?),
         }))
     }
 }
@@ -197,6 +200,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.counters = counters;
         self.membership = membership;
         self.last_applied = Some(last);
+        if self.shared.cluster_id.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            let id = read::cluster_id(&self.shared.state.get())?;
+            self.shared.cluster_id.store(id, std::sync::atomic::Ordering::Relaxed);
+        }
         let now = Instant::now();
         for (done, responder) in applied.into_iter().zip(responders) {
             if let Some((revision, events)) = done.revision_events {
@@ -233,6 +240,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.shared.lessor.reset(read::leases(&db)?, Instant::now());
+        self.shared.cluster_id.store(read::cluster_id(&db)?, std::sync::atomic::Ordering::Relaxed);
         self.shared.hub.reset(self.counters.revision);
         self.shared.applied.send_replace(meta.last_log_id.as_ref().map_or(0, |id| id.index));
         tracing::info!(last_log_id = ?meta.last_log_id, revision = self.counters.revision, "installed snapshot");

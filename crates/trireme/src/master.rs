@@ -1,0 +1,406 @@
+//! `trireme master`: one master replica — the store, its peer server and the etcd API.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use clap::Args;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use trireme_etcd::EtcdConfig;
+use trireme_etcd::EtcdServer;
+use trireme_store::Store;
+use trireme_store::StoreConfig;
+use trireme_store::identity;
+use trireme_store::identity::MemberIdentity;
+use trireme_store::types::Member;
+
+/// Flags of `trireme master`; names follow etcd's. Every flag can also come from
+/// `--config-file` (YAML, same names); a flag given on the command line wins.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MasterArgs {
+    /// YAML file with any of these flags as keys.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+    /// Human-readable name of this member.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Directory for the Raft log, the state and snapshots [default: <name>.trireme].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for peer traffic [default: http://localhost:2380].
+    #[arg(long)]
+    pub listen_peer_urls: Option<String>,
+    /// This member's peer URLs to advertise to the cluster [default: http://localhost:2380].
+    #[arg(long)]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// URLs to listen on for client (etcd API) traffic [default: http://localhost:2379].
+    #[arg(long)]
+    pub listen_client_urls: Option<String>,
+    /// This member's client URLs to advertise [default: http://localhost:2379].
+    #[arg(long)]
+    pub advertise_client_urls: Option<String>,
+    /// Founding members: name=peer-url,... [default: <name>=<initial-advertise-peer-urls>].
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// `new` to found a cluster, `existing` to join one (after `member add`).
+    #[arg(long)]
+    pub initial_cluster_state: Option<String>,
+    /// Token that makes ids unique to this cluster [default: trireme-cluster].
+    #[arg(long)]
+    pub initial_cluster_token: Option<String>,
+    /// Leader heartbeat period, milliseconds [default: 100].
+    #[arg(long)]
+    pub heartbeat_interval: Option<u64>,
+    /// Election timeout, milliseconds; elections start after 1–2× this [default: 500].
+    #[arg(long)]
+    pub election_timeout: Option<u64>,
+    /// Log entries between snapshots [default: 10000].
+    #[arg(long)]
+    pub snapshot_count: Option<u64>,
+    /// Refuse writes (NOSPACE alarm) once the state exceeds this many bytes [default: 8 GiB].
+    #[arg(long)]
+    pub quota_backend_bytes: Option<u64>,
+    /// Largest client request, bytes [default: 1572864].
+    #[arg(long)]
+    pub max_request_bytes: Option<usize>,
+}
+
+impl MasterArgs {
+    /// Fills flags not given on the command line from the config file.
+    fn merged(self) -> Result<MasterArgs> {
+        let Some(path) = &self.config_file else { return Ok(self) };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading --config-file {}", path.display()))?;
+        let file: MasterArgs =
+            serde_yaml_ng::from_str(&text).with_context(|| format!("parsing --config-file {}", path.display()))?;
+        Ok(MasterArgs {
+            config_file: self.config_file.clone(),
+            name: self.name.or(file.name),
+            data_dir: self.data_dir.or(file.data_dir),
+            listen_peer_urls: self.listen_peer_urls.or(file.listen_peer_urls),
+            initial_advertise_peer_urls: self.initial_advertise_peer_urls.or(file.initial_advertise_peer_urls),
+            listen_client_urls: self.listen_client_urls.or(file.listen_client_urls),
+            advertise_client_urls: self.advertise_client_urls.or(file.advertise_client_urls),
+            initial_cluster: self.initial_cluster.or(file.initial_cluster),
+            initial_cluster_state: self.initial_cluster_state.or(file.initial_cluster_state),
+            initial_cluster_token: self.initial_cluster_token.or(file.initial_cluster_token),
+            heartbeat_interval: self.heartbeat_interval.or(file.heartbeat_interval),
+            election_timeout: self.election_timeout.or(file.election_timeout),
+            snapshot_count: self.snapshot_count.or(file.snapshot_count),
+            quota_backend_bytes: self.quota_backend_bytes.or(file.quota_backend_bytes),
+            max_request_bytes: self.max_request_bytes.or(file.max_request_bytes),
+        })
+    }
+}
+
+/// A master's settings after defaults and checks.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_peer: Vec<SocketAddr>,
+    pub advertise_peer_urls: Vec<String>,
+    pub listen_client: Vec<SocketAddr>,
+    pub advertise_client_urls: Vec<String>,
+    /// Founding members by name with their peer URLs.
+    pub initial_cluster: BTreeMap<String, Vec<String>>,
+    pub join_existing: bool,
+    pub token: String,
+    pub heartbeat: Duration,
+    pub election: Duration,
+    pub snapshot_count: u64,
+    pub quota_bytes: u64,
+    pub max_request_bytes: usize,
+}
+
+fn split_urls(flag: &str, value: &str) -> Result<Vec<String>> {
+    let urls: Vec<String> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    if urls.is_empty() {
+        bail!("--{flag} must list at least one URL");
+    }
+    for url in &urls {
+        socket_of(flag, url)?;
+    }
+    Ok(urls)
+}
+
+/// The address of an `http://host:port` URL (`localhost` means 127.0.0.1).
+fn socket_of(flag: &str, url: &str) -> Result<SocketAddr> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        bail!("--{flag}: {url:?} must be an http:// URL (TLS for peers and clients is not supported yet)");
+    };
+    let hostport = rest.trim_end_matches('/');
+    let hostport = hostport.replace("localhost", "127.0.0.1");
+    hostport.parse().with_context(|| format!("--{flag}: {url:?} is not http://IP:PORT"))
+}
+
+impl MasterConfig {
+    /// Applies defaults and checks rules across flags; messages name the flag.
+    pub fn from_args(args: MasterArgs) -> Result<MasterConfig> {
+        let args = args.merged()?;
+        let name = args.name.unwrap_or_else(|| "default".to_string());
+        let advertise_peer = args.initial_advertise_peer_urls.unwrap_or_else(|| "http://localhost:2380".into());
+        let advertise_peer_urls = split_urls("initial-advertise-peer-urls", &advertise_peer)?;
+        let listen_peer =
+            split_urls("listen-peer-urls", args.listen_peer_urls.as_deref().unwrap_or("http://localhost:2380"))?;
+        let listen_client =
+            split_urls("listen-client-urls", args.listen_client_urls.as_deref().unwrap_or("http://localhost:2379"))?;
+        let advertise_client_urls = split_urls(
+            "advertise-client-urls",
+            args.advertise_client_urls.as_deref().unwrap_or("http://localhost:2379"),
+        )?;
+        let initial = args.initial_cluster.unwrap_or_else(|| format!("{name}={advertise_peer}"));
+        let mut initial_cluster: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for entry in initial.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let Some((member, url)) = entry.split_once('=') else {
+                bail!("--initial-cluster: {entry:?} is not name=URL");
+            };
+            socket_of("initial-cluster", url)?;
+            initial_cluster.entry(member.to_string()).or_default().push(url.to_string());
+        }
+        match initial_cluster.get(&name) {
+            Some(urls) if urls.iter().all(|u| advertise_peer_urls.contains(u)) => {}
+            Some(_) => bail!("--initial-cluster has {name} at other URLs than --initial-advertise-peer-urls"),
+            None => bail!("--initial-cluster does not list this member's --name {name:?}"),
+        }
+        let join_existing = match args.initial_cluster_state.as_deref().unwrap_or("new") {
+            "new" => false,
+            "existing" => true,
+            other => bail!("--initial-cluster-state must be new or existing, not {other:?}"),
+        };
+        let heartbeat = Duration::from_millis(args.heartbeat_interval.unwrap_or(100));
+        let election = Duration::from_millis(args.election_timeout.unwrap_or(500));
+        if election < heartbeat * 3 {
+            bail!("--election-timeout must be at least 3 × --heartbeat-interval");
+        }
+        Ok(MasterConfig {
+            data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.trireme"))),
+            name,
+            listen_peer: listen_peer.iter().map(|u| socket_of("listen-peer-urls", u)).collect::<Result<_>>()?,
+            advertise_peer_urls,
+            listen_client: listen_client.iter().map(|u| socket_of("listen-client-urls", u)).collect::<Result<_>>()?,
+            advertise_client_urls,
+            initial_cluster,
+            join_existing,
+            token: args.initial_cluster_token.unwrap_or_else(|| "trireme-cluster".to_string()),
+            heartbeat,
+            election,
+            snapshot_count: args.snapshot_count.unwrap_or(10_000),
+            quota_bytes: args.quota_backend_bytes.unwrap_or(8 * 1024 * 1024 * 1024),
+            max_request_bytes: args.max_request_bytes.unwrap_or(1536 * 1024),
+        })
+    }
+
+    fn me(&self) -> Member {
+        Member {
+            name: self.name.clone(),
+            peer_urls: self.advertise_peer_urls.clone(),
+            client_urls: self.advertise_client_urls.clone(),
+        }
+    }
+}
+
+/// Finds who this data dir is: from `member.json`, else from the founding flags, else (joining)
+/// from a peer. Returns the identity and, for a founder of a new cluster, the founding members.
+async fn resolve_identity(config: &MasterConfig) -> Result<(MemberIdentity, Option<BTreeMap<u64, Member>>)> {
+    if let Some(identity) = MemberIdentity::load(&config.data_dir)? {
+        tracing::info!(
+            id = format!("{:x}", identity.id),
+            "restarting from existing data dir; initial-cluster flags ignored"
+        );
+        return Ok((identity, None));
+    }
+    if config.join_existing {
+        let peers: Vec<&String> =
+            config.initial_cluster.iter().filter(|(n, _)| **n != config.name).flat_map(|(_, urls)| urls).collect();
+        for _ in 0..30 {
+            for peer in &peers {
+                match Store::discover(peer, Duration::from_secs(2)).await {
+                    Ok((cluster_id, members)) => {
+                        let mine = members
+                            .iter()
+                            .find(|m| m.member.peer_urls.iter().any(|u| config.advertise_peer_urls.contains(u)));
+                        let Some(mine) = mine else {
+                            bail!(
+                                "the cluster at {peer} has no member with peer URLs {:?}: run `member add` first",
+                                config.advertise_peer_urls
+                            );
+                        };
+                        return Ok((MemberIdentity { id: mine.id, name: config.name.clone(), cluster_id }, None));
+                    }
+                    Err(e) => tracing::warn!(peer = %peer, error = %e, "cannot reach peer to join"),
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        bail!("no member of --initial-cluster answered; cannot join an existing cluster");
+    }
+    let founders: BTreeMap<u64, Member> = config
+        .initial_cluster
+        .iter()
+        .map(|(name, urls)| {
+            let member = Member { name: name.clone(), peer_urls: urls.clone(), client_urls: Vec::new() };
+            (identity::member_id(urls, &config.token), member)
+        })
+        .collect();
+    let ids: Vec<u64> = founders.keys().copied().collect();
+    let id = identity::member_id(&config.advertise_peer_urls, &config.token);
+    let cluster_id = identity::cluster_id(&ids, &config.token);
+    Ok((MemberIdentity { id, name: config.name.clone(), cluster_id }, Some(founders)))
+}
+
+/// Runs a master until SIGTERM or SIGINT.
+pub async fn run(args: MasterArgs) -> Result<()> {
+    let config = MasterConfig::from_args(args)?;
+    // Bind first: a port in use is reported before anything is written to the data dir.
+    let mut peer_listeners = Vec::new();
+    for addr in &config.listen_peer {
+        peer_listeners
+            .push(TcpListener::bind(addr).await.with_context(|| format!("--listen-peer-urls: binding {addr}"))?);
+    }
+    let mut client_listeners = Vec::new();
+    for addr in &config.listen_client {
+        client_listeners
+            .push(TcpListener::bind(addr).await.with_context(|| format!("--listen-client-urls: binding {addr}"))?);
+    }
+    let (me, founders) = resolve_identity(&config).await?;
+    let store = Store::open(StoreConfig {
+        id: me.id,
+        data_dir: config.data_dir.clone(),
+        cluster_id: me.cluster_id,
+        heartbeat_interval: config.heartbeat,
+        election_timeout_min: config.election,
+        election_timeout_max: config.election * 2,
+        snapshot_every_entries: config.snapshot_count,
+        max_request_bytes: config.max_request_bytes,
+        ..StoreConfig::default()
+    })
+    .await
+    .context("opening the store")?;
+    me.save(&config.data_dir)?;
+    tracing::info!(name = %config.name, id = format!("{:x}", me.id), cluster = format!("{:x}", me.cluster_id), "master starting");
+
+    let shutdown = CancellationToken::new();
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in peer_listeners {
+        let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(store.peer_server());
+        let stop = shutdown.clone();
+        servers.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                )
+                .await
+                .context("peer server")
+        });
+    }
+    if let Some(founders) = founders {
+        store.initialize(founders).await.context("initializing the new cluster")?;
+    }
+    for listener in client_listeners {
+        let etcd = EtcdServer::new(store.clone(), EtcdConfig { quota_bytes: config.quota_bytes });
+        let stop = shutdown.clone();
+        servers.spawn(async move { etcd.serve(listener, stop).await.context("client server") });
+    }
+    tokio::spawn(publish_self(store.clone(), config.me(), shutdown.clone()));
+    tracing::info!(peer = ?config.listen_peer, client = ?config.listen_client, "master serving");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let outcome = tokio::select! {
+        _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
+        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
+        Some(ended) = servers.join_next() => match ended {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(e.into()),
+        },
+    };
+    shutdown.cancel();
+    let drain = async { while servers.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    store.shutdown().await;
+    outcome
+}
+
+/// Makes the membership show this member's name and client URLs (a member added with
+/// `member add` is known by its peer URLs only until it starts).
+async fn publish_self(store: Store, me: Member, shutdown: CancellationToken) {
+    loop {
+        let known = store.members().into_iter().find(|m| m.id == store.id());
+        match known {
+            Some(m) if m.member == me => return,
+            Some(_) => match store.update_member(store.id(), me.clone()).await {
+                Ok(()) => tracing::info!("published name and client URLs"),
+                Err(e) => tracing::debug!(error = %e, "publishing member attributes; will retry"),
+            },
+            None => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(initial: &str) -> MasterArgs {
+        MasterArgs {
+            name: Some("m1".into()),
+            initial_advertise_peer_urls: Some("http://127.0.0.1:2380".into()),
+            initial_cluster: Some(initial.into()),
+            ..MasterArgs::default()
+        }
+    }
+
+    #[test]
+    fn flags_are_checked_with_messages_naming_the_flag() {
+        let err = MasterConfig::from_args(args("m2=http://127.0.0.1:2381")).expect_err("name missing");
+        assert!(err.to_string().contains("--initial-cluster"), "{err}");
+        let err = MasterConfig::from_args(MasterArgs {
+            initial_cluster_state: Some("old".into()),
+            ..args("m1=http://127.0.0.1:2380")
+        })
+        .expect_err("bad state");
+        assert!(err.to_string().contains("--initial-cluster-state"), "{err}");
+        let err = MasterConfig::from_args(MasterArgs {
+            listen_client_urls: Some("https://x:1".into()),
+            ..args("m1=http://127.0.0.1:2380")
+        })
+        .expect_err("https");
+        assert!(err.to_string().contains("--listen-client-urls"), "{err}");
+        let ok = MasterConfig::from_args(args("m1=http://127.0.0.1:2380,m2=http://127.0.0.1:2381")).expect("valid");
+        assert_eq!(ok.initial_cluster.len(), 2);
+        assert_eq!(ok.data_dir, PathBuf::from("m1.trireme"));
+    }
+
+    #[test]
+    fn a_config_file_fills_flags_the_command_line_did_not_give() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("m.yaml");
+        std::fs::write(&file, "name: m1\ndata-dir: /tmp/x\nheartbeat-interval: 50\nelection-timeout: 300\n")?;
+        let config = MasterConfig::from_args(MasterArgs {
+            config_file: Some(file.clone()),
+            heartbeat_interval: Some(60),
+            ..MasterArgs::default()
+        })?;
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.heartbeat, Duration::from_millis(60), "the flag wins");
+        std::fs::write(&file, "nmae: typo\n")?;
+        let err = MasterConfig::from_args(MasterArgs { config_file: Some(file), ..MasterArgs::default() })
+            .expect_err("unknown key");
+        assert!(format!("{err:#}").contains("nmae"), "{err:#}");
+        Ok(())
+    }
+}
