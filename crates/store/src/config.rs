@@ -15,7 +15,8 @@ pub struct StoreConfig {
     pub cluster_id: u64,
     /// Leader heartbeat period.
     pub heartbeat_interval: Duration,
-    /// A follower that hears no leader for a random time in this range starts an election.
+    /// A follower that hears no leader for `election_timeout_max` (openraft's leader lease)
+    /// plus a random time in `[min, max)` starts an election.
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
     /// Take a snapshot after this many log entries since the last one.
@@ -38,9 +39,9 @@ impl Default for StoreConfig {
             id: 0,
             data_dir: PathBuf::from("default.trireme"),
             cluster_id: 0,
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(400),
-            election_timeout_max: Duration::from_millis(800),
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
             snapshot_every_entries: 10_000,
             log_entries_kept: 5_000,
             request_timeout: Duration::from_secs(5),

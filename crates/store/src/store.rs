@@ -130,6 +130,8 @@ impl Store {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
             max_in_snapshot_log_to_keep: config.log_entries_kept,
             enable_pre_vote: Some(true),
+            // Standard Raft: a restarted leader is elected again before it leads.
+            enable_leader_restore: Some(false),
             ..openraft::Config::default()
         }
         .validate()

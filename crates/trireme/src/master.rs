@@ -56,10 +56,11 @@ pub struct MasterArgs {
     /// Token that makes ids unique to this cluster [default: trireme-cluster].
     #[arg(long)]
     pub initial_cluster_token: Option<String>,
-    /// Leader heartbeat period, milliseconds [default: 100].
+    /// Leader heartbeat period, milliseconds [default: 50].
     #[arg(long)]
     pub heartbeat_interval: Option<u64>,
-    /// Election timeout, milliseconds; elections start after 1–2× this [default: 500].
+    /// Election timeout, milliseconds: a follower that misses the leader for 3–4× this starts
+    /// an election (openraft adds a leader lease of 2× before the random 1–2×) [default: 150].
     #[arg(long)]
     pub election_timeout: Option<u64>,
     /// Log entries between snapshots [default: 10000].
@@ -176,8 +177,8 @@ impl MasterConfig {
             "existing" => true,
             other => bail!("--initial-cluster-state must be new or existing, not {other:?}"),
         };
-        let heartbeat = Duration::from_millis(args.heartbeat_interval.unwrap_or(100));
-        let election = Duration::from_millis(args.election_timeout.unwrap_or(500));
+        let heartbeat = Duration::from_millis(args.heartbeat_interval.unwrap_or(50));
+        let election = Duration::from_millis(args.election_timeout.unwrap_or(150));
         if election < heartbeat * 3 {
             bail!("--election-timeout must be at least 3 × --heartbeat-interval");
         }
@@ -344,8 +345,11 @@ async fn publish_self(store: Store, me: Member, shutdown: CancellationToken) {
             },
             None => {}
         }
+        // Jittered, so that members starting together do not keep colliding on the one
+        // membership change Raft allows at a time.
+        let pause = Duration::from_millis(200 + u64::from(std::process::id() % 400));
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(pause) => {}
             () = shutdown.cancelled() => return,
         }
     }

@@ -91,8 +91,12 @@ pub fn counters(db: &DB) -> io::Result<Counters> {
             None => 0,
         })
     };
-    Ok(Counters { revision: read(SM_REVISION)?, compacted: read(SM_COMPACTED)? })
+    Ok(Counters { revision: read(SM_REVISION)?.max(INITIAL_REVISION), compacted: read(SM_COMPACTED)? })
 }
+
+/// The revision of an empty store: 1, as in etcd, so that no key is ever at revision 0 (which
+/// Kubernetes reads as "any").
+pub const INITIAL_REVISION: i64 = 1;
 
 /// The recorded cluster id, 0 if none yet.
 pub fn cluster_id(db: &DB) -> io::Result<u64> {
@@ -195,7 +199,7 @@ fn counters_in<D: DBAccess>(db: &DB, view: &rocksdb::SnapshotWithThreadMode<'_, 
             None => 0,
         })
     };
-    Ok(Counters { revision: read(SM_REVISION)?, compacted: read(SM_COMPACTED)? })
+    Ok(Counters { revision: read(SM_REVISION)?.max(INITIAL_REVISION), compacted: read(SM_COMPACTED)? })
 }
 
 /// Live keys of a range, decoded lazily; an I/O error ends the iteration and is kept.

@@ -1,0 +1,210 @@
+//! Real `trireme master` processes on loopback, driven by the real `etcdctl`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use nix::sys::signal::Signal;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use tempfile::TempDir;
+use tokio::process::Child;
+use tokio::process::Command;
+
+/// Longest any single step may take.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// One master process and where it lives.
+pub struct Master {
+    pub name: String,
+    pub peer_url: String,
+    pub client_url: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+    initial_cluster: String,
+    state: &'static str,
+}
+
+/// A cluster of master processes; every process is killed when this is dropped.
+pub struct Cluster {
+    pub masters: Vec<Master>,
+    pub dir: TempDir,
+    token: String,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Cluster {
+    /// Starts `n` founding masters and waits for a leader.
+    pub async fn start(n: usize) -> Result<Cluster> {
+        let dir = TempDir::new()?;
+        let mut masters = Vec::new();
+        for i in 1..=n {
+            masters.push(Master::plan(dir.path(), &format!("m{i}"))?);
+        }
+        let initial = masters.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
+        for m in &mut masters {
+            m.initial_cluster = initial.clone();
+        }
+        let mut cluster = Cluster { masters, dir, token: format!("test-{}", std::process::id()) };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        cluster.wait_leader().await?;
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<()> {
+        let token = self.token.clone();
+        let m = &mut self.masters[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_trireme"))
+            .arg("master")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--listen-peer-urls", &m.peer_url, "--initial-advertise-peer-urls", &m.peer_url])
+            .args(["--listen-client-urls", &m.client_url, "--advertise-client-urls", &m.client_url])
+            .args(["--initial-cluster", &m.initial_cluster, "--initial-cluster-token", &token])
+            .args(["--initial-cluster-state", m.state])
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        m.child = Some(child);
+        Ok(())
+    }
+
+    /// Plans and starts a new master that joins (after `etcdctl member add`).
+    pub fn join(&mut self, name: &str, peer_url: &str, initial_cluster: &str) -> Result<usize> {
+        let mut m = Master::plan(self.dir.path(), name)?;
+        m.peer_url = peer_url.to_string();
+        m.initial_cluster = initial_cluster.to_string();
+        m.state = "existing";
+        self.masters.push(m);
+        let i = self.masters.len() - 1;
+        self.spawn(i)?;
+        Ok(i)
+    }
+
+    /// Sends `signal` to master `i` and, for SIGKILL and SIGTERM, waits for it to exit.
+    pub async fn signal(&mut self, i: usize, signal: Signal) -> Result<()> {
+        let child = self.masters[i].child.as_mut().context("master not running")?;
+        let pid = Pid::from_raw(i32::try_from(child.id().context("no pid")?)?);
+        kill(pid, signal)?;
+        if matches!(signal, Signal::SIGKILL | Signal::SIGTERM) {
+            tokio::time::timeout(WAIT, child.wait()).await.context("master did not exit")??;
+            self.masters[i].child = None;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped master again from its data dir.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        self.spawn(i)
+    }
+
+    /// The last lines of master `i`'s log, for failure messages.
+    pub fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.masters[i].log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Client URLs of running masters, comma-separated.
+    pub fn endpoints(&self) -> String {
+        self.masters.iter().filter(|m| m.child.is_some()).map(|m| m.client_url.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Runs `etcdctl` against all running masters.
+    pub async fn etcdctl(&self, args: &[&str]) -> Result<Output> {
+        etcdctl(&self.endpoints(), args, None).await
+    }
+
+    /// Index of the master that every running master names as leader.
+    pub async fn wait_leader(&self) -> Result<usize> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(i) = self.leader().await {
+                return Ok(i);
+            }
+            if Instant::now() > deadline {
+                bail!("no leader within {WAIT:?}; logs in {}", self.dir.path().display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn leader(&self) -> Result<usize> {
+        let mut leader = None;
+        for m in self.masters.iter().filter(|m| m.child.is_some()) {
+            let status = trireme_etcd::client::status(&m.client_url).await?;
+            if status.leader == 0 || leader.is_some_and(|l| l != status.leader) {
+                bail!("no agreed leader");
+            }
+            leader = Some(status.leader);
+        }
+        let leader = leader.context("no master running")?;
+        for (i, m) in self.masters.iter().enumerate().filter(|(_, m)| m.child.is_some()) {
+            if trireme_etcd::client::status(&m.client_url).await?.header.is_some_and(|h| h.member_id == leader) {
+                return Ok(i);
+            }
+        }
+        bail!("the leader is not a running master")
+    }
+}
+
+impl Master {
+    fn plan(dir: &std::path::Path, name: &str) -> Result<Master> {
+        Ok(Master {
+            name: name.to_string(),
+            peer_url: format!("http://127.0.0.1:{}", free_port()?),
+            client_url: format!("http://127.0.0.1:{}", free_port()?),
+            data_dir: dir.join(name),
+            log: dir.join(format!("{name}.log")),
+            child: None,
+            initial_cluster: String::new(),
+            state: "new",
+        })
+    }
+}
+
+/// Runs the real `etcdctl` (API v3) with a deadline; `stdin` is fed if given.
+pub async fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(["--dial-timeout=3s", "--command-timeout=10s"])
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().context("running etcdctl (install etcd-client)")?;
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        use tokio::io::AsyncWriteExt;
+        input.write_all(text.as_bytes()).await?;
+    }
+    let out = tokio::time::timeout(WAIT, child.wait_with_output()).await.context("etcdctl timed out")??;
+    Ok(out)
+}
+
+/// stdout of a successful run, or an error with stderr.
+pub fn ok(out: Output) -> Result<String> {
+    if !out.status.success() {
+        bail!("etcdctl failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
