@@ -40,5 +40,8 @@ run: deps
 	$(CARGO) build -p trireme
 	$(CARGO_TARGET_DIR)/debug/trireme up
 
+# etcd-server: the etcd 3.4 that the benchmark runs next to Trireme.
 bench: deps
-	@echo "make bench: benchmarks arrive with the etcd API (issue #3)"; exit 1
+	@dpkg -s etcd-server >/dev/null 2>&1 || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q etcd-server; }
+	$(CARGO) build -p trireme -p trireme-bench
+	$(CARGO_TARGET_DIR)/debug/trireme-bench $(BENCH_ARGS)

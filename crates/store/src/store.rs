@@ -132,6 +132,8 @@ impl Store {
             enable_pre_vote: Some(true),
             // Standard Raft: a restarted leader is elected again before it leads.
             enable_leader_restore: Some(false),
+            // A follower that missed an append is retried soon, not after openraft's 200 ms.
+            backoff: "10ms 20ms ...1s".to_string(),
             ..openraft::Config::default()
         }
         .validate()
@@ -172,9 +174,31 @@ impl Store {
         }
     }
 
-    /// The gRPC service peers call; serve it on this member's peer address.
+    /// The gRPC service peers call; [`Store::serve_peers`] serves it.
     pub fn peer_server(&self) -> RaftPeerServer<PeerService> {
         self.inner.service.clone().into_server()
+    }
+
+    /// Serves the peer protocol on `listener` until `shutdown` resolves. Accepted connections get
+    /// TCP_NODELAY: Raft messages are small, and Nagle's algorithm against delayed ACKs would add
+    /// 40 ms to a heartbeat.
+    pub async fn serve_peers(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        use tokio_stream::StreamExt;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+            conn.inspect(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY on a peer connection");
+                }
+            })
+        });
+        tonic::transport::Server::builder()
+            .add_service(self.peer_server())
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
     }
 
     /// This member's id.
@@ -459,8 +483,15 @@ impl Store {
         self.membership_call(ForwardRequest::Promote { id }).await
     }
 
-    /// Removes a member (voter or learner).
+    /// Removes a member (voter or learner). A member removing itself answers once the leader
+    /// committed the change: it will not receive the log from then on.
     pub async fn remove_member(&self, id: u64) -> Result<(), StoreError> {
+        if id == self.id() {
+            return match self.leader_call(ForwardRequest::Remove { id }, false).await? {
+                ForwardResponse::MembershipChanged { .. } => Ok(()),
+                other => Err(unexpected(&other)),
+            };
+        }
         self.membership_call(ForwardRequest::Remove { id }).await
     }
 
@@ -512,9 +543,13 @@ impl Store {
                 return Err(last_error);
             }
             let (leader, member) = {
-                let metrics = self.inner.raft.metrics().borrow_watched().clone();
+                let metrics = self.inner.raft.metrics();
+                let metrics = metrics.borrow_watched();
                 let leader = metrics.current_leader;
-                let member = leader.and_then(|l| metrics.membership_config.membership().get_node(&l).cloned());
+                let member = match leader {
+                    Some(l) if l != self.id() => metrics.membership_config.membership().get_node(&l).cloned(),
+                    _ => None,
+                };
                 (leader, member)
             };
             let answer = match (leader, member) {

@@ -292,17 +292,8 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     let mut servers = tokio::task::JoinSet::new();
     for listener in peer_listeners {
-        let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(store.peer_server());
-        let stop = shutdown.clone();
-        servers.spawn(async move {
-            router
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    stop.cancelled_owned(),
-                )
-                .await
-                .context("peer server")
-        });
+        let (store, stop) = (store.clone(), shutdown.clone());
+        servers.spawn(async move { store.serve_peers(listener, stop.cancelled_owned()).await.context("peer server") });
     }
     if let Some(founders) = founders {
         store.initialize(founders).await.context("initializing the new cluster")?;

@@ -9,8 +9,11 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::StreamExt;
 use openraft::RaftNetworkFactory;
 use openraft::RaftNetworkV2;
+use openraft::base::BoxFuture;
+use openraft::base::BoxStream;
 use openraft::errors::NetworkError;
 use openraft::errors::RPCError;
 use openraft::errors::ReplicationClosed;
@@ -20,6 +23,7 @@ use openraft::network::RPCOption;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
+use openraft::raft::StreamAppendResult;
 use openraft::raft::TransferLeaderRequest;
 use openraft::raft::TransferLeaderResponse;
 use openraft::raft::VoteRequest;
@@ -46,6 +50,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Snapshot files are streamed in chunks of this size.
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Least time allowed to open a replication stream (openraft offers one heartbeat).
+const STREAM_SETUP_TIMEOUT: Duration = Duration::from_millis(500);
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotDir>;
 
@@ -221,6 +227,50 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         Ok(self.unary(&rpc, &option, |mut c, e| async move { c.append_entries(e).await }).await?)
+    }
+
+    /// Pipelined replication over one bidirectional gRPC stream: requests are sent as openraft
+    /// produces them and results come back in order, so several appends are in flight at once
+    /// and no per-request deadline (openraft's is one heartbeat) can cut a slow fsync short.
+    /// A dead peer is detected by HTTP/2 keep-alive.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + openraft::OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let (addr, mut client) = self.network.client(&self.member)?;
+            let encode_addr = addr.clone();
+            let requests = input.filter_map(move |req| {
+                let envelope = encode_envelope(&encode_addr, &req);
+                if let Err(e) = &envelope {
+                    tracing::error!(error = %e, "cannot encode an append request; ending the stream");
+                }
+                futures::future::ready(envelope.ok())
+            });
+            let setup = option.soft_ttl().max(STREAM_SETUP_TIMEOUT);
+            let responses = tokio::time::timeout(setup, client.stream_append(requests))
+                .await
+                .map_err(|_| PeerError::Unreachable {
+                    addr: addr.clone(),
+                    message: format!("stream not set up within {setup:?}"),
+                })?
+                .map_err(|s| status_error(&addr, &s))?
+                .into_inner();
+            let results = responses.map(move |item| {
+                let envelope = item.map_err(|s| RPCError::from(status_error(&addr, &s)))?;
+                let result: Result<StreamAppendResult<TypeConfig>, String> =
+                    decode_envelope(&addr, &envelope).map_err(RPCError::from)?;
+                result.map_err(|message| RPCError::from(PeerError::Remote { addr: addr.clone(), message }))
+            });
+            Ok(Box::pin(results) as BoxStream<'s, _>)
+        })
     }
 
     async fn vote(

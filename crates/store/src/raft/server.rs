@@ -242,6 +242,29 @@ impl RaftPeer for PeerService {
         reply(self.raft.append_entries(rpc).await).map(tonic::Response::new)
     }
 
+    type StreamAppendStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Envelope, Status>> + Send>>;
+
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<Envelope>>,
+    ) -> Result<tonic::Response<Self::StreamAppendStream>, Status> {
+        use futures::StreamExt;
+        // A transport error or an undecodable request ends the input, and so the session.
+        let requests = req
+            .into_inner()
+            .take_while(|item| futures::future::ready(item.is_ok()))
+            .map(|item| item.map_err(|e| e.to_string()).and_then(|e| request(&e).map_err(|s| s.message().to_string())))
+            .take_while(|decoded| {
+                if let Err(e) = decoded {
+                    tracing::warn!(error = %e, "bad append request on the replication stream");
+                }
+                futures::future::ready(decoded.is_ok())
+            })
+            .filter_map(|decoded| futures::future::ready(decoded.ok()));
+        let results = self.raft.stream_append(Box::pin(requests)).map(reply);
+        Ok(tonic::Response::new(Box::pin(results)))
+    }
+
     async fn vote(&self, req: Request<Envelope>) -> Result<tonic::Response<Envelope>, Status> {
         let rpc = request(req.get_ref())?;
         reply(self.raft.vote(rpc).await).map(tonic::Response::new)

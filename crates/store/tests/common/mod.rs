@@ -104,12 +104,10 @@ impl TestCluster {
             }
         };
         let stop = CancellationToken::new();
-        let server = tonic::transport::Server::builder().add_service(store.peer_server()).serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            stop.clone().cancelled_owned(),
-        );
+        let peers = store.clone();
+        let stopped = stop.clone().cancelled_owned();
         let task = tokio::spawn(async move {
-            if let Err(e) = server.await {
+            if let Err(e) = peers.serve_peers(listener, stopped).await {
                 tracing::warn!(error = %e, "peer server ended");
             }
         });

@@ -46,7 +46,11 @@ fn free_port() -> Result<u16> {
 impl Cluster {
     /// Starts `n` founding masters and waits for a leader.
     pub async fn start(n: usize) -> Result<Cluster> {
-        let dir = TempDir::new()?;
+        let mut dir = TempDir::new()?;
+        if std::env::var_os("TRIREME_KEEP_TEST_DIRS").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping logs and data in {}", dir.path().display());
+        }
         let mut masters = Vec::new();
         for i in 1..=n {
             masters.push(Master::plan(dir.path(), &format!("m{i}"))?);

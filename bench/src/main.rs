@@ -1,0 +1,488 @@
+//! `make bench`: a 3-master Trireme and a 3-member etcd 3.4 on this machine, driven by the same
+//! load generator in the same run, side by side. Prints a table; never fails on a number.
+//!
+//! Both are spoken to over etcd's v3 gRPC API with one generated client, so the client costs the
+//! same for both. Workloads: puts of 256-byte values at 1, 16, 64 and 256 concurrent clients,
+//! linearizable gets at 64 clients, watch delivery latency with 1,000 watchers, and the write
+//! gap after the leader is SIGKILLed.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use clap::Parser;
+use futures::StreamExt;
+use nix::sys::signal::Signal;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use tokio::process::Child;
+use tokio::process::Command;
+use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+use trireme_proto::etcdserverpb as pb;
+use trireme_proto::etcdserverpb::kv_client::KvClient;
+use trireme_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use trireme_proto::etcdserverpb::watch_client::WatchClient;
+
+/// Trireme and etcd side by side.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Seconds each throughput workload runs.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// The trireme binary [default: next to this one].
+    #[arg(long)]
+    trireme: Option<PathBuf>,
+    /// The etcd binary (Debian's etcd-server).
+    #[arg(long, default_value = "etcd")]
+    etcd: PathBuf,
+    /// Run only one system: trireme or etcd.
+    #[arg(long)]
+    only: Option<String>,
+    /// Send every request to this member only (0, 1 or 2) instead of spreading them.
+    #[arg(long)]
+    endpoint: Option<usize>,
+    /// Drive an already running cluster at these client URLs (comma-separated) with 64
+    /// clients putting, instead of starting clusters (for profiling).
+    #[arg(long)]
+    endpoints: Option<String>,
+    /// Extra flags for every trireme master (e.g. "--snapshot-count=100000").
+    #[arg(long, allow_hyphen_values = true)]
+    trireme_flags: Vec<String>,
+}
+
+/// One workload's result.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stats {
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: usize,
+}
+
+struct Cluster {
+    name: &'static str,
+    pinned: Option<usize>,
+    endpoints: Vec<String>,
+    children: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Cluster {
+    async fn start(name: &'static str, bin: &PathBuf, extra: &[String]) -> Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let mut members = Vec::new();
+        for i in 1..=3 {
+            members.push((
+                format!("{name}{i}"),
+                format!("http://127.0.0.1:{}", free_port()?),
+                format!("http://127.0.0.1:{}", free_port()?),
+            ));
+        }
+        let initial = members.iter().map(|(n, peer, _)| format!("{n}={peer}")).collect::<Vec<_>>().join(",");
+        let mut children = Vec::new();
+        for (member, peer, client) in &members {
+            let log = std::fs::File::create(dir.path().join(format!("{member}.log")))?;
+            let mut cmd = Command::new(bin);
+            if name == "trireme" {
+                cmd.arg("master").env("RUST_LOG", "warn");
+            }
+            cmd.args(["--name", member])
+                .arg("--data-dir")
+                .arg(dir.path().join(member))
+                .args(["--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer])
+                .args(["--listen-client-urls", client, "--advertise-client-urls", client])
+                .args([
+                    "--initial-cluster",
+                    &initial,
+                    "--initial-cluster-token",
+                    "bench",
+                    "--initial-cluster-state",
+                    "new",
+                ])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .kill_on_drop(true);
+            children.push(cmd.spawn().with_context(|| format!("starting {}", bin.display()))?);
+        }
+        let cluster = Cluster {
+            name,
+            pinned: None,
+            endpoints: members.into_iter().map(|(_, _, c)| c).collect(),
+            children,
+            _dir: dir,
+        };
+        cluster.wait_leader(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    /// Index of the leader once all live members agree.
+    async fn wait_leader(&self, within: Duration) -> Result<usize> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut seen = Vec::new();
+            for (i, url) in self.endpoints.iter().enumerate() {
+                if self.children[i].id().is_none() {
+                    continue;
+                }
+                if let Ok(s) = status(url).await {
+                    seen.push((i, s.leader, s.header.map_or(0, |h| h.member_id)));
+                }
+            }
+            let alive = self.children.iter().filter(|c| c.id().is_some()).count();
+            let agreed = seen.len() == alive && seen.iter().all(|s| s.1 != 0 && s.1 == seen[0].1);
+            if let Some((i, _, _)) = seen.iter().find(|s| agreed && s.1 == s.2) {
+                return Ok(*i);
+            }
+            if Instant::now() > deadline {
+                bail!("{} elected no leader", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn status(url: &str) -> Result<pb::StatusResponse> {
+    let channel = Endpoint::from_shared(url.to_string())?.timeout(Duration::from_secs(1)).connect().await?;
+    Ok(MaintenanceClient::new(channel).status(pb::StatusRequest {}).await?.into_inner())
+}
+
+/// `n` connections spread over the endpoints.
+async fn connections(cluster: &Cluster, n: usize) -> Result<Vec<Channel>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let url = cluster.endpoints[cluster.pinned.unwrap_or(i % cluster.endpoints.len())].clone();
+        out.push(Endpoint::from_shared(url)?.tcp_nodelay(true).timeout(Duration::from_secs(5)).connect().await?);
+    }
+    Ok(out)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx].as_secs_f64() * 1000.0
+}
+
+fn stats(mut latencies: Vec<Duration>, elapsed: Duration, errors: usize) -> Stats {
+    latencies.sort_unstable();
+    Stats {
+        ops_per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        errors,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Put,
+    Get,
+}
+
+/// `clients` concurrent clients doing `op` for `duration`.
+async fn load(cluster: &Cluster, op: Op, clients: usize, duration: Duration) -> Result<Stats> {
+    let channels = connections(cluster, clients.min(16)).await?;
+    if matches!(op, Op::Get) {
+        let mut kv = KvClient::new(channels[0].clone());
+        kv.put(pb::PutRequest {
+            key: b"bench/get".to_vec().into(),
+            value: vec![b'x'; 256].into(),
+            ..Default::default()
+        })
+        .await?;
+    }
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut kv = KvClient::new(channels[c % channels.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let t0 = Instant::now();
+                let result = match op {
+                    Op::Put => {
+                        let key = format!("bench/{:06}", (c as u64 * 1_000_003 + n) % 100_000);
+                        kv.put(pb::PutRequest { key: key.into(), value: vec![b'v'; 256].into(), ..Default::default() })
+                            .await
+                            .map(|_| ())
+                    }
+                    Op::Get => kv
+                        .range(pb::RangeRequest { key: b"bench/get".to_vec().into(), ..Default::default() })
+                        .await
+                        .map(|_| ()),
+                };
+                match result {
+                    Ok(()) => latencies.push(t0.elapsed()),
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    Ok(stats(all, start.elapsed(), errors))
+}
+
+/// 1,000 watchers on a prefix; a writer puts 50 times a second; latency from put to delivery.
+async fn watch_latency(cluster: &Cluster, watchers: usize, duration: Duration) -> Result<(Stats, usize, usize)> {
+    let channels = connections(cluster, 10).await?;
+    let base = Instant::now();
+    let streams = 50;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let mut created = 0;
+    let mut handles = Vec::new();
+    for s in 0..streams {
+        let mut client = WatchClient::new(channels[s % channels.len()].clone());
+        let per_stream = watchers / streams + usize::from(s < watchers % streams);
+        let (req_tx, req_rx) = tokio::sync::mpsc::channel(per_stream + 1);
+        for _ in 0..per_stream {
+            let create = pb::WatchCreateRequest {
+                key: b"wl/".to_vec().into(),
+                range_end: b"wl0".to_vec().into(),
+                ..Default::default()
+            };
+            req_tx
+                .send(pb::WatchRequest { request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)) })
+                .await?;
+        }
+        let mut responses = client.watch(tokio_stream::wrappers::ReceiverStream::new(req_rx)).await?.into_inner();
+        let mut ready = 0;
+        while ready < per_stream {
+            let resp = responses.next().await.context("watch stream ended")??;
+            if resp.created {
+                ready += 1;
+            }
+        }
+        created += ready;
+        let tx = tx.clone();
+        handles.push(tokio::spawn(async move {
+            let _keep = req_tx;
+            while let Some(Ok(resp)) = responses.next().await {
+                let now = base.elapsed();
+                for e in resp.events {
+                    let sent = e.kv.as_ref().and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse::<u64>().ok());
+                    if let Some(sent) = sent {
+                        let _ = tx.send(now.saturating_sub(Duration::from_micros(sent)));
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut kv = KvClient::new(channels[0].clone());
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut puts = 0usize;
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        tick.tick().await;
+        let sent = base.elapsed().as_micros().to_string();
+        if kv
+            .put(pb::PutRequest { key: b"wl/k".to_vec().into(), value: sent.into_bytes().into(), ..Default::default() })
+            .await
+            .is_ok()
+        {
+            puts += 1;
+        }
+    }
+    // Give the last events time to arrive, then stop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for h in &handles {
+        h.abort();
+    }
+    let mut latencies = Vec::new();
+    while let Ok(l) = rx.try_recv() {
+        latencies.push(l);
+    }
+    let delivered = latencies.len();
+    let mut s = stats(latencies, duration, 0);
+    s.ops_per_sec = delivered as f64 / duration.as_secs_f64();
+    Ok((s, delivered, puts * created))
+}
+
+/// 16 writers on all endpoints; SIGKILL the leader; the longest pause between acknowledgements.
+async fn failover_gap(cluster: &mut Cluster) -> Result<Duration> {
+    let channels = connections(cluster, 3).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let mut tasks = Vec::new();
+    for c in 0..16 {
+        let channels = channels.clone();
+        let (stop, tx) = (stop.clone(), tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut target = c % channels.len();
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                n += 1;
+                let mut kv = KvClient::new(channels[target].clone());
+                let put = pb::PutRequest {
+                    key: format!("gap/{c}/{n}").into_bytes().into(),
+                    value: vec![b'v'; 256].into(),
+                    ..Default::default()
+                };
+                match tokio::time::timeout(Duration::from_secs(2), kv.put(put)).await {
+                    Ok(Ok(_)) => {
+                        let _ = tx.send(Instant::now());
+                    }
+                    _ => target = (target + 1) % channels.len(),
+                }
+            }
+        }));
+    }
+    drop(tx);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
+    let pid = cluster.children[leader].id().context("leader pid")?;
+    let killed_at = Instant::now();
+    kill(Pid::from_raw(i32::try_from(pid)?), Signal::SIGKILL)?;
+    cluster.children[leader].wait().await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut acks = Vec::new();
+    while let Ok(t) = rx.try_recv() {
+        acks.push(t);
+    }
+    acks.sort_unstable();
+    // Replies to writes committed just before the kill still arrive after it; the gap is the
+    // longest silence between acknowledgements from the kill on.
+    let from = acks.iter().rposition(|t| *t <= killed_at).unwrap_or(0);
+    let gap = acks[from..].windows(2).map(|w| w[1] - w[0]).max().context("no write succeeded after the kill")?;
+    Ok(gap)
+}
+
+fn row(name: &str, t: Option<Stats>, e: Option<Stats>) {
+    let cell = |s: Option<Stats>| match s {
+        Some(s) if s.errors > 0 => {
+            format!("{:>9.0} {:>7.2} {:>7.2} ({} err)", s.ops_per_sec, s.p50_ms, s.p99_ms, s.errors)
+        }
+        Some(s) => format!("{:>9.0} {:>7.2} {:>7.2}", s.ops_per_sec, s.p50_ms, s.p99_ms),
+        None => format!("{:>9} {:>7} {:>7}", "-", "-", "-"),
+    };
+    let ratio = match (t, e) {
+        (Some(t), Some(e)) if e.ops_per_sec > 0.0 => format!("{:.2}x", t.ops_per_sec / e.ops_per_sec),
+        _ => "-".into(),
+    };
+    println!("| {name:<28} | {} | {} | {ratio:>6} |", cell(t), cell(e));
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let trireme_bin = match args.trireme {
+        Some(p) => p,
+        None => std::env::current_exe()?.parent().context("bin dir")?.join("trireme"),
+    };
+    if let Some(urls) = &args.endpoints {
+        let dir = tempfile::tempdir()?;
+        let cluster = Cluster {
+            name: "external",
+            pinned: args.endpoint,
+            endpoints: urls.split(',').map(String::from).collect(),
+            children: Vec::new(),
+            _dir: dir,
+        };
+        let s = load(&cluster, Op::Put, 64, Duration::from_secs(args.duration)).await?;
+        println!("put 256 B, 64 clients: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms", s.ops_per_sec, s.p50_ms, s.p99_ms);
+        return Ok(());
+    }
+    let want = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
+    let duration = Duration::from_secs(args.duration);
+    eprintln!(
+        "starting 3-member clusters on loopback (trireme: {}, etcd: {})",
+        trireme_bin.display(),
+        args.etcd.display()
+    );
+    let mut trireme =
+        if want("trireme") { Some(Cluster::start("trireme", &trireme_bin, &args.trireme_flags).await?) } else { None };
+    let mut etcd = if want("etcd") { Some(Cluster::start("etcd", &args.etcd, &[]).await?) } else { None };
+    for c in [trireme.as_mut(), etcd.as_mut()].into_iter().flatten() {
+        c.pinned = args.endpoint;
+    }
+    if let Some(e) = &etcd {
+        let version = status(&e.endpoints[0]).await.map(|s| s.version).unwrap_or_default();
+        eprintln!("etcd version {version}");
+    }
+
+    println!(
+        "| workload                     |   trireme ops/s  p50 ms  p99 ms |      etcd ops/s  p50 ms  p99 ms |  ratio |"
+    );
+    println!(
+        "|------------------------------|---------------------------------|---------------------------------|--------|"
+    );
+    let workloads: [(&str, Op, usize); 5] = [
+        ("put 256 B, 1 client", Op::Put, 1),
+        ("put 256 B, 16 clients", Op::Put, 16),
+        ("put 256 B, 64 clients", Op::Put, 64),
+        ("put 256 B, 256 clients", Op::Put, 256),
+        ("linearizable get, 64 clients", Op::Get, 64),
+    ];
+    for (name, op, clients) in workloads {
+        let t = match &trireme {
+            Some(c) => Some(load(c, op, clients, duration).await?),
+            None => None,
+        };
+        let e = match &etcd {
+            Some(c) => Some(load(c, op, clients, duration).await?),
+            None => None,
+        };
+        row(name, t, e);
+    }
+    for c in [trireme.as_ref(), etcd.as_ref()].into_iter().flatten() {
+        if let Ok(s) = status(&c.endpoints[0]).await {
+            eprintln!("{}: raft term {} after the throughput runs (1 = no election since start)", c.name, s.raft_term);
+        }
+    }
+    let mut delivered = Vec::new();
+    let t = match &trireme {
+        Some(c) => {
+            let (s, got, expected) = watch_latency(c, 1000, Duration::from_secs(4)).await?;
+            delivered.push(format!("trireme {got}/{expected}"));
+            Some(s)
+        }
+        None => None,
+    };
+    let e = match &etcd {
+        Some(c) => {
+            let (s, got, expected) = watch_latency(c, 1000, Duration::from_secs(4)).await?;
+            delivered.push(format!("etcd {got}/{expected}"));
+            Some(s)
+        }
+        None => None,
+    };
+    row("watch, 1,000 watchers (ev/s)", t, e);
+    println!();
+    println!("watch events delivered: {}", delivered.join(", "));
+    let mut gaps = Vec::new();
+    if let Some(c) = trireme.as_mut() {
+        gaps.push(format!("trireme {:.0} ms", failover_gap(c).await?.as_secs_f64() * 1000.0));
+    }
+    if let Some(c) = etcd.as_mut() {
+        gaps.push(format!("etcd {:.0} ms", failover_gap(c).await?.as_secs_f64() * 1000.0));
+    }
+    println!("write gap after SIGKILL of the leader (16 writers on all endpoints): {}", gaps.join(", "));
+    Ok(())
+}
