@@ -50,6 +50,9 @@ struct Args {
     /// clients putting, instead of starting clusters (for profiling).
     #[arg(long)]
     endpoints: Option<String>,
+    /// Clients for `--endpoints`.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
     /// Extra flags for every trireme master (e.g. "--snapshot-count=100000").
     #[arg(long, allow_hyphen_values = true)]
     trireme_flags: Vec<String>,
@@ -405,8 +408,11 @@ async fn main() -> Result<()> {
             children: Vec::new(),
             _dir: dir,
         };
-        let s = load(&cluster, Op::Put, 64, Duration::from_secs(args.duration)).await?;
-        println!("put 256 B, 64 clients: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms", s.ops_per_sec, s.p50_ms, s.p99_ms);
+        let s = load(&cluster, Op::Put, args.clients, Duration::from_secs(args.duration)).await?;
+        println!(
+            "put 256 B, {} clients: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms",
+            args.clients, s.ops_per_sec, s.p50_ms, s.p99_ms
+        );
         return Ok(());
     }
     let want = |name: &str| args.only.as_deref().is_none_or(|o| o == name);

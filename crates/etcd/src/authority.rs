@@ -49,8 +49,12 @@ pub struct AuthorityFix {
     pending: Option<Pending>,
     decoder: loona_hpack::Decoder<'static>,
     encoder: loona_hpack::Encoder<'static>,
-    /// Set when the client sent something undecodable: pass bytes through from then on.
+    /// Pass bytes through from now on: the client's first header block had a well-formed
+    /// authority (a client sends the same one on every request of a connection), or the client
+    /// sent something undecodable.
     passthrough: bool,
+    /// Whether this connection's header blocks are being rewritten.
+    rewriting: bool,
     eof: bool,
 }
 
@@ -66,6 +70,7 @@ impl AuthorityFix {
             decoder: loona_hpack::Decoder::new(),
             encoder: loona_hpack::Encoder::new(),
             passthrough: false,
+            rewriting: false,
             eof: false,
         }
     }
@@ -155,11 +160,26 @@ impl AuthorityFix {
                 return;
             }
         };
+        if !self.rewriting {
+            let malformed = headers.iter().any(|(n, v)| n == b":authority" && host_port(v) != *v);
+            if !malformed {
+                // The block goes out as the client encoded it; so will every later one.
+                self.emit(&p, &p.block);
+                self.passthrough = true;
+                return;
+            }
+            self.rewriting = true;
+        }
         let fixed: Vec<(Vec<u8>, Vec<u8>)> = headers
             .into_iter()
             .map(|(name, value)| if name == b":authority" { (name, host_port(&value)) } else { (name, value) })
             .collect();
         let block = self.encoder.encode(fixed.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+        self.emit(&p, &block);
+    }
+
+    /// Frames a header block as HEADERS plus CONTINUATION frames of at most [`MAX_FRAME`].
+    fn emit(&mut self, p: &Pending, block: &[u8]) {
         let mut first = Vec::with_capacity(5 + block.len());
         let mut flags = 0u8;
         if let Some(priority) = p.priority {

@@ -1,7 +1,11 @@
-//! Applying one command to the MVCC state: a pure function of the current state (read from
-//! RocksDB) and the command, producing one `WriteBatch`, the watch events, and the response.
+//! Applying one command to the MVCC state: a pure function of the current state and the command,
+//! producing the writes, the watch events, and the response.
 //!
-//! Nothing here knows Raft: the caller adds the applied log id to the same batch and writes it.
+//! The current state is RocksDB plus the `pending` live keys of commands applied earlier in the
+//! same batch and not yet written; the caller collects the writes of many commands into one
+//! `WriteBatch`. Commands that read more than live keys must see everything written, so the
+//! caller writes the batch before and after them ([`must_apply_alone`]). Nothing here knows Raft:
+//! the caller adds the applied log id to the batch and writes it.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -24,8 +28,6 @@ use crate::schema::LeaseRecord;
 use crate::schema::RevRecord;
 use crate::schema::Revision;
 use crate::schema::SM_CLUSTER_ID;
-use crate::schema::SM_COMPACTED;
-use crate::schema::SM_REVISION;
 use crate::schema::index_key;
 use crate::schema::lease_key;
 use crate::schema::lease_key_entry;
@@ -65,9 +67,34 @@ pub enum LeaseChange {
     Revoked { id: i64 },
 }
 
+/// Live keys written by earlier commands of a batch that is not yet written to RocksDB
+/// (`None`: deleted).
+pub type Pending = BTreeMap<Vec<u8>, Option<KvRecord>>;
+
+/// One write to a column family (`value: None` deletes the key).
+pub struct Write {
+    pub cf: &'static str,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl Write {
+    /// Adds this write to `batch`.
+    pub fn add_to(self, db: &DB, batch: &mut WriteBatch) -> io::Result<()> {
+        let cf = db::cf(db, self.cf)?;
+        match self.value {
+            Some(value) => batch.put_cf(cf, self.key, value),
+            None => batch.delete_cf(cf, self.key),
+        }
+        Ok(())
+    }
+}
+
 /// Everything applying one command produced.
 pub struct Applied {
-    pub batch: WriteBatch,
+    pub writes: Vec<Write>,
+    /// The live keys this command changed, for the pending view of later commands.
+    pub changed: Pending,
     pub outcome: Outcome,
     pub counters: Counters,
     /// Events of the new revision (empty if nothing changed).
@@ -75,12 +102,32 @@ pub struct Applied {
     pub lease_change: Option<LeaseChange>,
 }
 
-/// Applies `command` on top of `db` whose counters are `counters`.
+/// Whether `command` reads state beyond live keys (history, leases, lease keys), so that every
+/// earlier write must be in RocksDB before it runs, and its own before the next command.
+pub fn must_apply_alone(command: &Command) -> bool {
+    fn reads_history(ops: &[RequestOp]) -> bool {
+        ops.iter().any(|op| match op {
+            RequestOp::Range(r) => r.revision > 0,
+            RequestOp::Txn(t) => reads_history(&t.success) || reads_history(&t.failure),
+            RequestOp::Put(_) | RequestOp::DeleteRange(_) => false,
+        })
+    }
+    match command {
+        Command::Put(_) | Command::DeleteRange(_) => false,
+        Command::Txn(t) => reads_history(&t.success) || reads_history(&t.failure),
+        Command::Compact { .. }
+        | Command::LeaseGrant { .. }
+        | Command::LeaseRevoke { .. }
+        | Command::SetClusterId { .. } => true,
+    }
+}
+
+/// Applies `command` on top of `db` and `pending`, whose counters are `counters`.
 ///
-/// On an [`ApplyError`] the returned batch is empty and the counters are unchanged: a command
-/// either applies whole or not at all.
-pub fn apply_command(db: &DB, counters: Counters, command: &Command) -> io::Result<Applied> {
-    let mut txn = TxnWriter::new(db, counters);
+/// On an [`ApplyError`] nothing is written and the counters are unchanged: a command either
+/// applies whole or not at all.
+pub fn apply_command(db: &DB, pending: &Pending, counters: Counters, command: &Command) -> io::Result<Applied> {
+    let mut txn = TxnWriter::new(db, pending, counters);
     let result = match command {
         Command::Put(put) => txn.put(put).map(Outcome::Put),
         Command::DeleteRange(del) => txn.delete_range(del).map(Outcome::DeleteRange),
@@ -95,7 +142,8 @@ pub fn apply_command(db: &DB, counters: Counters, command: &Command) -> io::Resu
     match result {
         Ok(outcome) => Ok(txn.finish(outcome)),
         Err(TxnError::Rejected(e)) => Ok(Applied {
-            batch: WriteBatch::default(),
+            writes: Vec::new(),
+            changed: Pending::new(),
             outcome: Outcome::Rejected(e),
             counters,
             events: Vec::new(),
@@ -123,15 +171,15 @@ impl From<ApplyError> for TxnError {
 }
 
 /// One write transaction: every change shares the main revision `counters.revision + 1`;
-/// reads inside it see its own earlier writes through `overlay`.
+/// reads inside it see its own earlier writes through `overlay`, and the batch's through
+/// `pending`.
 struct TxnWriter<'a> {
     db: &'a DB,
-    /// Counters before this transaction.
-    before: Counters,
+    pending: &'a Pending,
     /// Counters as this transaction changes them (compaction).
     counters: Counters,
-    batch: WriteBatch,
-    overlay: BTreeMap<Vec<u8>, Option<KvRecord>>,
+    writes: Vec<Write>,
+    overlay: Pending,
     main: i64,
     next_sub: u32,
     events: Vec<Event>,
@@ -139,13 +187,13 @@ struct TxnWriter<'a> {
 }
 
 impl<'a> TxnWriter<'a> {
-    fn new(db: &'a DB, counters: Counters) -> Self {
+    fn new(db: &'a DB, pending: &'a Pending, counters: Counters) -> Self {
         TxnWriter {
             db,
-            before: counters,
+            pending,
             counters,
-            batch: WriteBatch::default(),
-            overlay: BTreeMap::new(),
+            writes: Vec::new(),
+            overlay: Pending::new(),
             main: counters.revision + 1,
             next_sub: 0,
             events: Vec::new(),
@@ -153,18 +201,27 @@ impl<'a> TxnWriter<'a> {
         }
     }
 
-    fn finish(mut self, outcome: Outcome) -> Applied {
+    fn finish(self, outcome: Outcome) -> Applied {
         let mut counters = self.counters;
         if self.next_sub > 0 {
             counters.revision = self.main;
         }
-        if counters != self.before
-            && let Ok(meta) = db::cf(self.db, CF_SM_META)
-        {
-            self.batch.put_cf(meta, SM_REVISION, counters.revision.to_be_bytes());
-            self.batch.put_cf(meta, SM_COMPACTED, counters.compacted.to_be_bytes());
+        Applied {
+            writes: self.writes,
+            changed: self.overlay,
+            outcome,
+            counters,
+            events: self.events,
+            lease_change: self.lease_change,
         }
-        Applied { batch: self.batch, outcome, counters, events: self.events, lease_change: self.lease_change }
+    }
+
+    fn write(&mut self, cf: &'static str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.writes.push(Write { cf, key: key.into(), value: Some(value.into()) });
+    }
+
+    fn erase(&mut self, cf: &'static str, key: impl Into<Vec<u8>>) {
+        self.writes.push(Write { cf, key: key.into(), value: None });
     }
 
     fn next_revision(&mut self) -> Revision {
@@ -174,8 +231,11 @@ impl<'a> TxnWriter<'a> {
     }
 
     fn get(&self, key: &[u8]) -> io::Result<Option<KvRecord>> {
-        if let Some(pending) = self.overlay.get(key) {
-            return Ok(pending.clone());
+        if let Some(mine) = self.overlay.get(key) {
+            return Ok(mine.clone());
+        }
+        if let Some(batch) = self.pending.get(key) {
+            return Ok(batch.clone());
         }
         read::get_live(self.db, key)
     }
@@ -194,14 +254,16 @@ impl<'a> TxnWriter<'a> {
             }
             merged.insert(key.to_vec(), db::decode(&raw)?);
         }
-        for (key, pending) in self.overlay.range(range.start.clone()..) {
-            if range.is_past(key) {
-                break;
+        for layer in [self.pending, &self.overlay] {
+            for (key, change) in layer.range(range.start.clone()..) {
+                if range.is_past(key) {
+                    break;
+                }
+                match change {
+                    Some(rec) => merged.insert(key.clone(), rec.clone()),
+                    None => merged.remove(key),
+                };
             }
-            match pending {
-                Some(rec) => merged.insert(key.clone(), rec.clone()),
-                None => merged.remove(key),
-            };
         }
         Ok(merged.into_iter().collect())
     }
@@ -235,10 +297,10 @@ impl<'a> TxnWriter<'a> {
             && p.lease != 0
             && p.lease != lease
         {
-            self.batch.delete_cf(db::cf(self.db, CF_LEASE_KEYS)?, lease_key_entry(p.lease, &req.key));
+            self.erase(CF_LEASE_KEYS, lease_key_entry(p.lease, &req.key));
         }
         if lease != 0 {
-            self.batch.put_cf(db::cf(self.db, CF_LEASE_KEYS)?, lease_key_entry(lease, &req.key), []);
+            self.write(CF_LEASE_KEYS, lease_key_entry(lease, &req.key), []);
         }
         self.record_change(&req.key, rev, Some(&record), prev.as_ref())?;
         let prev_kv = prev.as_ref().map(|p| read::to_kv(&req.key, p));
@@ -263,7 +325,7 @@ impl<'a> TxnWriter<'a> {
     fn delete_key(&mut self, key: &[u8], prev: &KvRecord) -> Result<(), TxnError> {
         let rev = self.next_revision();
         if prev.lease != 0 {
-            self.batch.delete_cf(db::cf(self.db, CF_LEASE_KEYS)?, lease_key_entry(prev.lease, key));
+            self.erase(CF_LEASE_KEYS, lease_key_entry(prev.lease, key));
         }
         self.record_change(key, rev, None, Some(prev))?;
         let tombstone = KeyValue { key: key.to_vec(), mod_revision: rev.main, ..KeyValue::default() };
@@ -280,10 +342,9 @@ impl<'a> TxnWriter<'a> {
         now: Option<&KvRecord>,
         prev: Option<&KvRecord>,
     ) -> io::Result<()> {
-        let kv = db::cf(self.db, CF_KV)?;
         match now {
-            Some(record) => self.batch.put_cf(kv, key, db::encode(record)?),
-            None => self.batch.delete_cf(kv, key),
+            Some(record) => self.write(CF_KV, key, db::encode(record)?),
+            None => self.erase(CF_KV, key),
         }
         let history = RevRecord {
             key: key.to_vec(),
@@ -294,8 +355,8 @@ impl<'a> TxnWriter<'a> {
             value: now.map(|r| r.value.clone()).unwrap_or_default(),
             prev: prev.map(|p| Revision { main: p.mod_revision, sub: p.sub }),
         };
-        self.batch.put_cf(db::cf(self.db, CF_REVS)?, rev.encode(), db::encode(&history)?);
-        self.batch.put_cf(db::cf(self.db, CF_KEY_INDEX)?, index_key(key, rev), [u8::from(now.is_none())]);
+        self.write(CF_REVS, rev.encode(), db::encode(&history)?);
+        self.write(CF_KEY_INDEX, index_key(key, rev), [u8::from(now.is_none())]);
         Ok(())
     }
 
@@ -365,7 +426,7 @@ impl<'a> TxnWriter<'a> {
         if self.lease_exists(id)? {
             return Err(ApplyError::LeaseExists.into());
         }
-        self.batch.put_cf(db::cf(self.db, CF_LEASES)?, lease_key(id), db::encode(&LeaseRecord { ttl })?);
+        self.write(CF_LEASES, lease_key(id), db::encode(&LeaseRecord { ttl })?);
         self.lease_change = Some(LeaseChange::Granted { id, ttl });
         Ok(())
     }
@@ -388,7 +449,7 @@ impl<'a> TxnWriter<'a> {
                 self.delete_key(&key, &prev)?;
             }
         }
-        self.batch.delete_cf(db::cf(self.db, CF_LEASES)?, prefix);
+        self.erase(CF_LEASES, prefix);
         self.lease_change = Some(LeaseChange::Revoked { id });
         Ok(())
     }
@@ -396,7 +457,7 @@ impl<'a> TxnWriter<'a> {
     /// Records the cluster id unless one is already recorded.
     fn set_cluster_id(&mut self, cluster_id: u64) -> Result<(), TxnError> {
         if read::cluster_id(self.db)? == 0 {
-            self.batch.put_cf(db::cf(self.db, CF_SM_META)?, SM_CLUSTER_ID, cluster_id.to_be_bytes());
+            self.write(CF_SM_META, SM_CLUSTER_ID, cluster_id.to_be_bytes());
         }
         Ok(())
     }
@@ -411,7 +472,6 @@ impl<'a> TxnWriter<'a> {
             return Err(ApplyError::FutureRevision { current: self.counters.revision }.into());
         }
         let revs = db::cf(self.db, CF_REVS)?;
-        let index = db::cf(self.db, CF_KEY_INDEX)?;
         let end = Revision { main: revision, sub: 0 }.encode();
         for item in self.db.iterator_cf(revs, IteratorMode::Start) {
             let (raw_rev, raw) = item.map_err(db::io)?;
@@ -423,8 +483,8 @@ impl<'a> TxnWriter<'a> {
             let live_at = read::latest_index_entry(self.db, &record.key, revision)?;
             let keep = !record.tombstone && live_at.is_some_and(|(r, _)| r == rev);
             if !keep {
-                self.batch.delete_cf(revs, raw_rev);
-                self.batch.delete_cf(index, index_key(&record.key, rev));
+                self.erase(CF_REVS, raw_rev.to_vec());
+                self.erase(CF_KEY_INDEX, index_key(&record.key, rev));
             }
         }
         self.counters.compacted = revision;

@@ -33,11 +33,15 @@ use crate::db;
 use crate::lease::Lessor;
 use crate::mvcc::Counters;
 use crate::mvcc::LeaseChange;
+use crate::mvcc::apply::Pending;
 use crate::mvcc::apply::apply_command;
+use crate::mvcc::apply::must_apply_alone;
 use crate::mvcc::read;
 use crate::schema::CF_SM_META;
 use crate::schema::SM_APPLIED;
+use crate::schema::SM_COMPACTED;
 use crate::schema::SM_MEMBERSHIP;
+use crate::schema::SM_REVISION;
 use crate::state::StateDb;
 use crate::types::ApplyError;
 use crate::types::Event;
@@ -125,42 +129,86 @@ struct AppliedEntry {
     lease_change: Option<LeaseChange>,
 }
 
-/// Applies `entries` in order, one `WriteBatch` each.
+/// Writes of applied entries not yet in RocksDB, with the live keys they changed.
+struct Batch {
+    batch: WriteBatch,
+    pending: Pending,
+    /// Last entry whose writes are in `batch`.
+    last: Option<LogId>,
+    membership_changed: bool,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Batch { batch: WriteBatch::default(), pending: Pending::new(), last: None, membership_changed: false }
+    }
+
+    /// Writes everything collected, with the applied log id, counters and membership, in one
+    /// `WriteBatch`.
+    fn flush(&mut self, db: &DB, counters: Counters, membership: &StoredMembership) -> io::Result<()> {
+        let Some(last) = self.last.take() else { return Ok(()) };
+        let meta = db::cf(db, CF_SM_META)?;
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.put_cf(meta, SM_APPLIED, db::encode(&Some(last))?);
+        batch.put_cf(meta, SM_REVISION, counters.revision.to_be_bytes());
+        batch.put_cf(meta, SM_COMPACTED, counters.compacted.to_be_bytes());
+        if std::mem::take(&mut self.membership_changed) {
+            batch.put_cf(meta, SM_MEMBERSHIP, db::encode(membership)?);
+        }
+        db.write(batch).map_err(db::io)?;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// Applies `entries` in order. Their writes, applied log id and membership go to RocksDB in one
+/// `WriteBatch` — several when a command must see everything written before it (compaction,
+/// leases, reads of history), which gets a batch of its own. Every member thus reaches the same
+/// state whatever batches openraft hands it.
 fn apply_entries(
     db: &DB,
     mut counters: Counters,
     mut membership: StoredMembership,
     entries: Vec<Entry>,
 ) -> io::Result<(Vec<AppliedEntry>, Counters, StoredMembership)> {
-    let meta = db::cf(db, CF_SM_META)?;
     let mut out = Vec::with_capacity(entries.len());
+    let mut batch = Batch::new();
     for entry in entries {
         let log_id = entry.log_id;
-        let (mut batch, outcome, events, lease_change) = match entry.payload {
-            EntryPayload::Blank => (WriteBatch::default(), Outcome::Noop, Vec::new(), None),
+        let (outcome, events, lease_change) = match entry.payload {
+            EntryPayload::Blank => (Outcome::Noop, Vec::new(), None),
             EntryPayload::Membership(m) => {
                 membership = StoredMembership::new(Some(log_id), m);
-                (WriteBatch::default(), Outcome::Noop, Vec::new(), None)
+                batch.membership_changed = true;
+                (Outcome::Noop, Vec::new(), None)
             }
             EntryPayload::Normal(request) => {
                 let term = log_id.leader_id.term;
                 match request.fence {
                     Some(fence) if fence != term => {
-                        (WriteBatch::default(), Outcome::Rejected(ApplyError::Fenced { fence, term }), Vec::new(), None)
+                        (Outcome::Rejected(ApplyError::Fenced { fence, term }), Vec::new(), None)
                     }
                     _ => {
-                        let applied = apply_command(db, counters, &request.command)?;
+                        let alone = must_apply_alone(&request.command);
+                        if alone {
+                            batch.flush(db, counters, &membership)?;
+                        }
+                        let applied = apply_command(db, &batch.pending, counters, &request.command)?;
                         counters = applied.counters;
-                        (applied.batch, applied.outcome, applied.events, applied.lease_change)
+                        for write in applied.writes {
+                            write.add_to(db, &mut batch.batch)?;
+                        }
+                        batch.pending.extend(applied.changed);
+                        batch.last = Some(log_id);
+                        if alone {
+                            batch.flush(db, counters, &membership)?;
+                        }
+                        (applied.outcome, applied.events, applied.lease_change)
                     }
                 }
             }
         };
-        batch.put_cf(meta, SM_APPLIED, db::encode(&Some(log_id))?);
-        if membership.log_id().as_ref() == Some(&log_id) {
-            batch.put_cf(meta, SM_MEMBERSHIP, db::encode(&membership)?);
-        }
-        db.write(batch).map_err(db::io)?;
+        batch.last = Some(log_id);
         out.push(AppliedEntry {
             index: log_id.index,
             response: Response { revision: counters.revision, outcome },
@@ -168,6 +216,7 @@ fn apply_entries(
             lease_change,
         });
     }
+    batch.flush(db, counters, &membership)?;
     Ok((out, counters, membership))
 }
 
@@ -271,5 +320,111 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(|e| io::Error::other(format!("snapshot build task failed: {e}")))??;
         tracing::info!(last_log_id = ?meta.last_log_id, "built snapshot");
         Ok(Snapshot { meta, snapshot })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::entry::RaftEntry;
+
+    use super::*;
+    use crate::types::Command;
+    use crate::types::Compare;
+    use crate::types::CompareOp;
+    use crate::types::CompareTarget;
+    use crate::types::DeleteRangeRequest;
+    use crate::types::PutRequest;
+    use crate::types::Request;
+    use crate::types::RequestOp;
+    use crate::types::TxnRequest;
+
+    fn put(key: &str, value: &str, lease: i64) -> Command {
+        Command::Put(PutRequest { key: key.into(), value: value.into(), lease, ..PutRequest::default() })
+    }
+
+    fn commands() -> Vec<Command> {
+        vec![
+            put("a", "1", 0),
+            put("a", "2", 0),
+            Command::Txn(TxnRequest {
+                compare: vec![Compare {
+                    op: CompareOp::Equal,
+                    target: CompareTarget::Version(2),
+                    key: "a".into(),
+                    range_end: vec![],
+                }],
+                success: vec![RequestOp::Put(PutRequest {
+                    key: "b".into(),
+                    value: "seen a twice".into(),
+                    ..PutRequest::default()
+                })],
+                failure: vec![RequestOp::Put(PutRequest {
+                    key: "b".into(),
+                    value: "missed a".into(),
+                    ..PutRequest::default()
+                })],
+            }),
+            Command::LeaseGrant { id: 7, ttl: 60 },
+            put("c", "leased", 7),
+            put("d", "leased too", 7),
+            Command::LeaseRevoke { id: 7 },
+            Command::DeleteRange(DeleteRangeRequest { key: "a".into(), ..DeleteRangeRequest::default() }),
+            put("e", "after", 0),
+            Command::Compact { revision: 4 },
+            put("a", "again", 0),
+        ]
+    }
+
+    fn entries() -> Vec<Entry> {
+        commands()
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Entry::new_normal(
+                    LogId::new(openraft::vote::leader_id_adv::LeaderId { term: 1, node_id: 1 }, i as u64 + 1),
+                    Request::new(c),
+                )
+            })
+            .collect()
+    }
+
+    /// Live keys with values and mod revisions, the history hash, and the counters.
+    type State = (Vec<(Vec<u8>, Vec<u8>, i64)>, u32, Counters);
+
+    fn state_of(db: &DB) -> State {
+        let all = crate::types::RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
+        let (resp, _) = read::range(db, &all).expect("range");
+        let (hash, counters) = read::hash_kv(db, 0).expect("hash");
+        (resp.kvs.into_iter().map(|kv| (kv.key, kv.value, kv.mod_revision)).collect(), hash, counters)
+    }
+
+    #[test]
+    fn applying_entries_in_one_batch_or_one_by_one_gives_the_same_state() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        for sub in ["together", "one-by-one"] {
+            std::fs::create_dir(dir.path().join(sub))?;
+        }
+        let together = StateDb::open(&dir.path().join("together"))?;
+        let one_by_one = StateDb::open(&dir.path().join("one-by-one"))?;
+        let start = Counters { revision: 1, compacted: 0 };
+
+        let (results, _, _) = apply_entries(&together.get(), start, StoredMembership::default(), entries())?;
+        let mut counters = start;
+        let mut single = Vec::new();
+        for entry in entries() {
+            let (mut done, c, _) =
+                apply_entries(&one_by_one.get(), counters, StoredMembership::default(), vec![entry])?;
+            counters = c;
+            single.append(&mut done);
+        }
+        let outcomes = |r: &[AppliedEntry]| r.iter().map(|a| a.response.clone()).collect::<Vec<_>>();
+        assert_eq!(outcomes(&results), outcomes(&single));
+        assert_eq!(state_of(&together.get()), state_of(&one_by_one.get()));
+        let (kvs, _, counters) = state_of(&together.get());
+        let keys: Vec<&[u8]> = kvs.iter().map(|(k, _, _)| k.as_slice()).collect();
+        assert_eq!(keys, [b"a".as_slice(), b"b", b"e"], "c and d went with their lease, a came back");
+        assert_eq!(kvs[1].1, b"seen a twice", "the txn saw both puts of the same batch");
+        assert_eq!(counters.compacted, 4);
+        Ok(())
     }
 }
