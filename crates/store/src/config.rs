@@ -27,6 +27,9 @@ pub struct StoreConfig {
     pub request_timeout: Duration,
     /// Recent watch events kept in memory; older ones are replayed from RocksDB.
     pub watch_ring_events: usize,
+    /// History older than this is compacted away by the leader (etcd's periodic
+    /// auto-compaction); `None` keeps everything until `Compact` is called.
+    pub auto_compaction_retention: Option<Duration>,
     /// Largest request accepted, bytes.
     pub max_request_bytes: usize,
     /// Most operations in one transaction.
@@ -46,6 +49,7 @@ impl Default for StoreConfig {
             log_entries_kept: 5_000,
             request_timeout: Duration::from_secs(5),
             watch_ring_events: 16_384,
+            auto_compaction_retention: Some(Duration::from_secs(3600)),
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
         }
@@ -75,6 +79,9 @@ impl StoreConfig {
         }
         if self.snapshot_every_entries == 0 {
             return fail("--snapshot-count must be positive");
+        }
+        if self.auto_compaction_retention.is_some_and(|r| r < Duration::from_secs(1)) {
+            return fail("--auto-compaction-retention must be at least 1s (or 0 to disable)");
         }
         if self.max_txn_ops == 0 || self.max_request_bytes == 0 {
             return fail("--max-txn-ops and --max-request-bytes must be positive");

@@ -32,6 +32,7 @@ pub use config::ConfigError;
 pub use config::StoreConfig;
 pub use error::StoreError;
 pub use lease::LeaseTtl;
+pub use store::Discovered;
 pub use store::LeaseInfo;
 pub use store::MemberInfo;
 pub use store::Store;

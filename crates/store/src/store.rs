@@ -67,6 +67,17 @@ pub struct MemberInfo {
     pub is_learner: bool,
 }
 
+/// What a member answered about its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    pub cluster_id: u64,
+    pub members: Vec<MemberInfo>,
+    /// The answer came from a member that believes it leads.
+    pub from_leader: bool,
+    /// Log index of the membership in the answer; newer memberships have larger ones.
+    pub membership_index: u64,
+}
+
 /// What `status` reports about this member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreStatus {
@@ -154,7 +165,11 @@ impl Store {
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
         };
-        let tasks = vec![tokio::spawn(store.clone().track_leadership()), tokio::spawn(store.clone().expire_leases())];
+        let tasks = vec![
+            tokio::spawn(store.clone().track_leadership()),
+            tokio::spawn(store.clone().expire_leases()),
+            tokio::spawn(store.clone().auto_compact()),
+        ];
         store.inner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(tasks);
         Ok(store)
     }
@@ -225,14 +240,19 @@ impl Store {
     }
 
     /// Asks the member at `peer_url` for the cluster id and membership (how a joining member
-    /// learns its id).
-    pub async fn discover(peer_url: &str, timeout: Duration) -> Result<(u64, Vec<MemberInfo>), StoreError> {
+    /// learns its id, and a removed one that it was removed).
+    pub async fn discover(peer_url: &str, timeout: Duration) -> Result<Discovered, StoreError> {
         let peer = Member { peer_urls: vec![peer_url.to_string()], ..Member::default() };
         match PeerNetwork::default().forward(&peer, &ForwardRequest::ListMembers, timeout).await {
-            Ok(ForwardResponse::Members { cluster_id, members }) => Ok((
+            Ok(ForwardResponse::Members { cluster_id, members, from_leader, membership_index }) => Ok(Discovered {
                 cluster_id,
-                members.into_iter().map(|(id, member, is_learner)| MemberInfo { id, member, is_learner }).collect(),
-            )),
+                members: members
+                    .into_iter()
+                    .map(|(id, member, is_learner)| MemberInfo { id, member, is_learner })
+                    .collect(),
+                from_leader,
+                membership_index,
+            }),
             Ok(other) => Err(unexpected(&other)),
             Err(e) => Err(StoreError::Raft(e.to_string())),
         }
@@ -366,6 +386,11 @@ impl Store {
     /// The leader this member knows of.
     pub fn leader(&self) -> Option<u64> {
         self.inner.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Log index of the membership this member knows (0 before any).
+    pub fn membership_index(&self) -> u64 {
+        self.inner.raft.metrics().borrow_watched().membership_config.log_id().as_ref().map_or(0, |l| l.index)
     }
 
     /// Voters and learners of the current membership.
@@ -663,6 +688,45 @@ impl Store {
                         Err(e) => tracing::debug!(lease = id, error = %e, "lease revoke not applied"),
                     }
                 });
+            }
+        }
+    }
+}
+
+impl Store {
+    /// On the leader, compacts history older than the retention: samples the revision every
+    /// tenth of the retention and compacts to the newest sample at least a retention old. A new
+    /// leader starts sampling afresh, so a leader change postpones compaction, never hastens it.
+    async fn auto_compact(self) {
+        let Some(retention) = self.inner.config.auto_compaction_retention else { return };
+        let mut tick = tokio::time::interval((retention / 10).max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut samples: std::collections::VecDeque<(Instant, i64)> = std::collections::VecDeque::new();
+        let mut sampled_in: Option<u64> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.inner.shutdown.cancelled() => return,
+            }
+            let leading = *self.inner.leadership.borrow();
+            if leading != sampled_in {
+                samples.clear();
+                sampled_in = leading;
+            }
+            let Some(term) = leading else { continue };
+            let now = Instant::now();
+            samples.push_back((now, self.revision()));
+            while samples.get(1).is_some_and(|(t, _)| now.duration_since(*t) >= retention) {
+                samples.pop_front();
+            }
+            let Some(&(taken, revision)) = samples.front() else { continue };
+            let compacted = self.inner.shared.compacted.load(Ordering::Relaxed);
+            if now.duration_since(taken) < retention || revision <= compacted {
+                continue;
+            }
+            match self.inner.raft.client_write(Request::fenced(Command::Compact { revision }, term)).await {
+                Ok(_) => tracing::info!(revision, "auto-compacted history"),
+                Err(e) => tracing::debug!(revision, error = %e, "auto-compaction not applied"),
             }
         }
     }

@@ -203,3 +203,28 @@ async fn leases_attach_keys_and_revoking_deletes_them_in_one_revision() -> Test 
     assert!(matches!(store.lease_keep_alive(lease).await, Err(StoreError::LeaseNotFound)));
     Ok(())
 }
+
+#[tokio::test]
+async fn the_leader_compacts_history_older_than_the_retention() -> Test {
+    let config = trireme_store::StoreConfig {
+        auto_compaction_retention: Some(std::time::Duration::from_secs(1)),
+        ..trireme_store::StoreConfig::default()
+    };
+    let cluster = TestCluster::start_with(1, config).await?;
+    let store = cluster.store(1).clone();
+    let old = store.write(put("ac", "old")).await?.revision;
+    tracing::info!("--- keep writing past the retention");
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while store.status().compacted <= old {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "history was never compacted");
+        store.write(put("ac", "new")).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(matches!(
+        store.range(RangeRequest { revision: old, ..range("ac", "") }).await,
+        Err(StoreError::Compacted { .. })
+    ));
+    let (now, _) = store.range(range("ac", "")).await?;
+    assert_eq!(now.kvs[0].value, b"new");
+    Ok(())
+}

@@ -72,6 +72,10 @@ pub struct MasterArgs {
     /// Largest client request, bytes [default: 1572864].
     #[arg(long)]
     pub max_request_bytes: Option<usize>,
+    /// Keep this much history, then compact older revisions: a number of hours, or a duration
+    /// such as 30m, 90s, 2h; 0 keeps everything [default: 1h].
+    #[arg(long)]
+    pub auto_compaction_retention: Option<String>,
 }
 
 impl MasterArgs {
@@ -98,6 +102,7 @@ impl MasterArgs {
             snapshot_count: self.snapshot_count.or(file.snapshot_count),
             quota_backend_bytes: self.quota_backend_bytes.or(file.quota_backend_bytes),
             max_request_bytes: self.max_request_bytes.or(file.max_request_bytes),
+            auto_compaction_retention: self.auto_compaction_retention.or(file.auto_compaction_retention),
         })
     }
 }
@@ -120,6 +125,31 @@ pub struct MasterConfig {
     pub snapshot_count: u64,
     pub quota_bytes: u64,
     pub max_request_bytes: usize,
+    pub auto_compaction_retention: Option<Duration>,
+}
+
+/// etcd's periodic retention: `0` (off), a number of hours, or a number with ms, s, m or h.
+fn parse_retention(value: &str) -> Result<Option<Duration>> {
+    let value = value.trim();
+    let bad =
+        || anyhow::anyhow!("--auto-compaction-retention: {value:?} is not a number of hours or a duration like 30m");
+    if let Ok(hours) = value.parse::<u64>() {
+        return Ok((hours > 0).then(|| Duration::from_secs(hours * 3600)));
+    }
+    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = value.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(bad()),
+    };
+    if !d.is_zero() && d < Duration::from_secs(1) {
+        bail!("--auto-compaction-retention must be at least 1s, or 0 to keep all history");
+    }
+    Ok((!d.is_zero()).then_some(d))
 }
 
 fn split_urls(flag: &str, value: &str) -> Result<Vec<String>> {
@@ -197,6 +227,7 @@ impl MasterConfig {
             snapshot_count: args.snapshot_count.unwrap_or(10_000),
             quota_bytes: args.quota_backend_bytes.unwrap_or(8 * 1024 * 1024 * 1024),
             max_request_bytes: args.max_request_bytes.unwrap_or(1536 * 1024),
+            auto_compaction_retention: parse_retention(args.auto_compaction_retention.as_deref().unwrap_or("1h"))?,
         })
     }
 
@@ -225,8 +256,10 @@ async fn resolve_identity(config: &MasterConfig) -> Result<(MemberIdentity, Opti
         for _ in 0..30 {
             for peer in &peers {
                 match Store::discover(peer, Duration::from_secs(2)).await {
-                    Ok((cluster_id, members)) => {
-                        let mine = members
+                    Ok(found) => {
+                        let cluster_id = found.cluster_id;
+                        let mine = found
+                            .members
                             .iter()
                             .find(|m| m.member.peer_urls.iter().any(|u| config.advertise_peer_urls.contains(u)));
                         let Some(mine) = mine else {
@@ -282,6 +315,7 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         election_timeout_max: config.election * 2,
         snapshot_every_entries: config.snapshot_count,
         max_request_bytes: config.max_request_bytes,
+        auto_compaction_retention: config.auto_compaction_retention,
         ..StoreConfig::default()
     })
     .await
@@ -304,12 +338,15 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         servers.spawn(async move { etcd.serve(listener, stop).await.context("client server") });
     }
     tokio::spawn(publish_self(store.clone(), config.me(), shutdown.clone()));
+    let removed = CancellationToken::new();
+    tokio::spawn(watch_removal(store.clone(), removed.clone(), shutdown.clone()));
     tracing::info!(peer = ?config.listen_peer, client = ?config.listen_client, "master serving");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let outcome = tokio::select! {
         _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
         _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
+        () = removed.cancelled() => Err(anyhow::anyhow!("this member was removed from the cluster; its data dir is no longer usable")),
         Some(ended) = servers.join_next() => match ended {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e),
@@ -321,6 +358,34 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     store.shutdown().await;
     outcome
+}
+
+/// Ends the master once a leader's membership, at least as new as its own, no longer lists it,
+/// as etcd does. A removed
+/// member stops receiving the log before it could apply its own removal, so it asks its peers.
+async fn watch_removal(store: Store, removed: CancellationToken, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let members = store.members();
+        if !members.iter().any(|m| m.id == store.id()) {
+            continue;
+        }
+        let peers: Vec<String> =
+            members.iter().filter(|m| m.id != store.id()).filter_map(|m| m.member.peer_urls.first().cloned()).collect();
+        for peer in peers {
+            let Ok(found) = Store::discover(&peer, Duration::from_secs(1)).await else { continue };
+            // A leader with an older membership (cut off since) may not know this member yet.
+            let newer = found.membership_index >= store.membership_index();
+            if found.from_leader && newer && !found.members.iter().any(|m| m.id == store.id()) {
+                tracing::error!(leader = %peer, "this member was removed from the cluster; stopping");
+                removed.cancel();
+                return;
+            }
+        }
+    }
 }
 
 /// Makes the membership show this member's name and client URLs (a member added with
@@ -378,6 +443,16 @@ mod tests {
         let ok = MasterConfig::from_args(args("m1=http://127.0.0.1:2380,m2=http://127.0.0.1:2381")).expect("valid");
         assert_eq!(ok.initial_cluster.len(), 2);
         assert_eq!(ok.data_dir, PathBuf::from("m1.trireme"));
+    }
+
+    #[test]
+    fn retention_takes_hours_or_durations() -> Result<()> {
+        assert_eq!(parse_retention("0")?, None);
+        assert_eq!(parse_retention("2")?, Some(Duration::from_secs(7200)));
+        assert_eq!(parse_retention("30m")?, Some(Duration::from_secs(1800)));
+        assert!(parse_retention("5 minutes").is_err());
+        assert!(parse_retention("500ms").is_err(), "below a second");
+        Ok(())
     }
 
     #[test]

@@ -211,7 +211,18 @@ async fn a_member_added_with_etcdctl_joins_catches_up_and_can_be_removed() -> Te
     let id =
         list.lines().find(|l| l.contains(", m4, ")).and_then(|l| l.split(',').next()).context("m4's id")?.to_string();
     ok(cluster.etcdctl(&["member", "remove", &id]).await?)?;
-    cluster.signal(i, nix::sys::signal::Signal::SIGTERM).await?;
+    tracing_removed(&mut cluster, i).await?;
     assert_eq!(ok(cluster.etcdctl(&["member", "list"]).await?)?.lines().count(), 3);
+    Ok(())
+}
+
+/// A removed master notices and exits by itself, saying why.
+async fn tracing_removed(cluster: &mut Cluster, i: usize) -> Test {
+    let child = cluster.masters[i].child.as_mut().context("m4 running")?;
+    let status =
+        tokio::time::timeout(common::WAIT, child.wait()).await.context("the removed master kept running")??;
+    cluster.masters[i].child = None;
+    assert!(!status.success());
+    assert!(cluster.log_tail(i).contains("removed from the cluster"), "{}", cluster.log_tail(i));
     Ok(())
 }

@@ -46,8 +46,9 @@ pub enum ForwardResponse {
     MembershipChanged { index: u64 },
     /// Leadership transfer started.
     TransferStarted,
-    /// Cluster id and members: (id, member, is learner).
-    Members { cluster_id: u64, members: Vec<(u64, Member, bool)> },
+    /// Cluster id and members: (id, member, is learner), and whether the answering member is
+    /// the leader (whose view is the newest).
+    Members { cluster_id: u64, members: Vec<(u64, Member, bool)>, from_leader: bool, membership_index: u64 },
     /// The receiver is not the leader (anymore); `leader` is who it thinks leads.
     NotLeader { leader: Option<u64> },
     /// The request failed on the leader.

@@ -110,6 +110,8 @@ impl PeerService {
                 ForwardResponse::Members {
                     cluster_id: self.shared.cluster_id.load(std::sync::atomic::Ordering::Relaxed),
                     members: membership.nodes().map(|(id, m)| (*id, m.clone(), !voters.contains(id))).collect(),
+                    from_leader: metrics.state == openraft::ServerState::Leader,
+                    membership_index: metrics.membership_config.log_id().as_ref().map_or(0, |l| l.index),
                 }
             }
             ForwardRequest::TransferLeader { to } => {

@@ -62,6 +62,8 @@ pub struct Shared {
     pub applied: watch::Sender<u64>,
     /// The replicated cluster id, 0 until recorded.
     pub cluster_id: std::sync::atomic::AtomicU64,
+    /// The compaction point of the applied state.
+    pub compacted: std::sync::atomic::AtomicI64,
 }
 
 impl Shared {
@@ -80,6 +82,7 @@ impl Shared {
             snapshots: SnapshotStore::open(data_dir.join("snapshots"))?,
             applied: watch::Sender::new(applied),
             cluster_id: std::sync::atomic::AtomicU64::new(read::cluster_id(&db)?),
+            compacted: std::sync::atomic::AtomicI64::new(counters.compacted),
         }))
     }
 }
@@ -247,6 +250,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .await
                 .map_err(|e| io::Error::other(format!("apply task failed: {e}")))??;
         self.counters = counters;
+        self.shared.compacted.store(counters.compacted, std::sync::atomic::Ordering::Relaxed);
         self.membership = membership;
         self.last_applied = Some(last);
         if self.shared.cluster_id.load(std::sync::atomic::Ordering::Relaxed) == 0 {
@@ -286,6 +290,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(|e| io::Error::other(format!("snapshot install task failed: {e}")))??;
         self.counters = read::counters(&db)?;
+        self.shared.compacted.store(self.counters.compacted, std::sync::atomic::Ordering::Relaxed);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.shared.lessor.reset(read::leases(&db)?, Instant::now());
