@@ -84,14 +84,7 @@ fn history_kv(rec: &RevRecord, rev: Revision) -> KeyValue {
 
 /// Reads the counters stored with the state.
 pub fn counters(db: &DB) -> io::Result<Counters> {
-    let meta = db::cf(db, CF_SM_META)?;
-    let read = |key: &[u8]| -> io::Result<i64> {
-        Ok(match db.get_pinned_cf(meta, key).map_err(db::io)? {
-            Some(raw) => i64::from_be_bytes(raw.as_ref().try_into().map_err(|_| db::corrupt("counter"))?),
-            None => 0,
-        })
-    };
-    Ok(Counters { revision: read(SM_REVISION)?.max(INITIAL_REVISION), compacted: read(SM_COMPACTED)? })
+    counters_in(db, &db.snapshot())
 }
 
 /// The revision of an empty store: 1, as in etcd, so that no key is ever at revision 0 (which
