@@ -640,11 +640,13 @@ impl Store {
                     Some(term) => {
                         tracing::info!(term, "became leader");
                         self.inner.shared.lessor.promote(Instant::now());
-                        self.record_cluster_id();
                     }
                     None => self.inner.shared.lessor.demote(),
                 }
                 self.inner.leadership.send_replace(leading);
+                if leading.is_some() {
+                    self.record_cluster_id();
+                }
             }
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { break },
@@ -655,16 +657,23 @@ impl Store {
         self.inner.leadership.send_replace(None);
     }
 
-    /// A new cluster's first leader records the configured cluster id for every member.
+    /// A new cluster's first leader records the configured cluster id for every member. Right
+    /// after the election openraft may still refuse writes, so this retries while it leads.
     fn record_cluster_id(&self) {
         let configured = self.inner.config.cluster_id;
         if configured == 0 || self.inner.shared.cluster_id.load(Ordering::Relaxed) != 0 {
             return;
         }
-        let raft = self.inner.raft.clone();
+        let store = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = raft.client_write(Request::new(Command::SetClusterId { cluster_id: configured })).await {
-                tracing::debug!(error = %e, "recording the cluster id failed; the next leader retries");
+            let term = *store.inner.leadership.borrow();
+            while term.is_some() && *store.inner.leadership.borrow() == term && !store.inner.shutdown.is_cancelled() {
+                let req = Request::new(Command::SetClusterId { cluster_id: configured });
+                match store.inner.raft.client_write(req).await {
+                    Ok(_) => return,
+                    Err(e) => tracing::debug!(error = %e, "recording the cluster id; retrying"),
+                }
+                tokio::time::sleep(LEADER_RETRY).await;
             }
         });
     }

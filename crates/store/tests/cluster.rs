@@ -321,3 +321,22 @@ async fn a_slow_watcher_falls_out_of_the_ring_and_is_caught_up_from_history_with
     assert_eq!(seen, written);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_leader_records_the_cluster_id_for_every_member_and_joiners_learn_it() -> Test {
+    let config = StoreConfig { cluster_id: 0xC1, ..StoreConfig::default() };
+    let cluster = TestCluster::start_with(3, config).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for m in cluster.members.values() {
+        let url = format!("http://{}", m.addr);
+        loop {
+            let found = trireme_store::Store::discover(&url, Duration::from_secs(2)).await?;
+            if found.cluster_id == 0xC1 {
+                break;
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "member {} never learned the cluster id", m.id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
