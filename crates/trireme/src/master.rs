@@ -32,7 +32,7 @@ pub struct MasterArgs {
     /// Human-readable name of this member.
     #[arg(long)]
     pub name: Option<String>,
-    /// Directory for the Raft log, the state and snapshots [default: <name>.trireme].
+    /// Directory for the Raft log, the state and snapshots [default: NAME.trireme].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// URLs to listen on for peer traffic [default: http://localhost:2380].
@@ -47,7 +47,7 @@ pub struct MasterArgs {
     /// This member's client URLs to advertise [default: http://localhost:2379].
     #[arg(long)]
     pub advertise_client_urls: Option<String>,
-    /// Founding members: name=peer-url,... [default: <name>=<initial-advertise-peer-urls>].
+    /// Founding members: name=peer-url,... [default: NAME=ADVERTISED-PEER-URL].
     #[arg(long)]
     pub initial_cluster: Option<String>,
     /// `new` to found a cluster, `existing` to join one (after `member add`).
