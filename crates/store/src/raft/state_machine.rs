@@ -44,6 +44,7 @@ use crate::schema::SM_MEMBERSHIP;
 use crate::schema::SM_REVISION;
 use crate::state::StateDb;
 use crate::types::ApplyError;
+use crate::types::Command;
 use crate::types::Event;
 use crate::types::Outcome;
 use crate::types::Response;
@@ -243,6 +244,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             responders.push(responder);
         }
         let Some(last) = batch.last().map(|e| e.log_id) else { return Ok(()) };
+        let records_cluster_id = batch.iter().any(
+            |e| matches!(&e.payload, EntryPayload::Normal(r) if matches!(r.command, Command::SetClusterId { .. })),
+        );
         let db = self.shared.state.get();
         let (counters, membership) = (self.counters, self.membership.clone());
         let (applied, counters, membership) =
@@ -253,7 +257,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.shared.compacted.store(counters.compacted, std::sync::atomic::Ordering::Relaxed);
         self.membership = membership;
         self.last_applied = Some(last);
-        if self.shared.cluster_id.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        if records_cluster_id {
             let id = read::cluster_id(&self.shared.state.get())?;
             self.shared.cluster_id.store(id, std::sync::atomic::Ordering::Relaxed);
         }
