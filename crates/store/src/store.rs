@@ -38,6 +38,7 @@ use crate::raft::Raft;
 use crate::raft::Shared;
 use crate::raft::StateMachine;
 use crate::raft::forward::FailureKind;
+use crate::raft::mux::ForwardMux;
 use crate::raft::network::PeerError;
 use crate::schema::RAFT_CFS;
 use crate::schema::STATE_CFS;
@@ -109,6 +110,7 @@ struct Inner {
     raft: Raft,
     shared: Arc<Shared>,
     network: PeerNetwork,
+    mux: ForwardMux,
     service: PeerService,
     /// `Some(term)` while this member leads, with the term it was elected in.
     leadership: watch::Sender<Option<u64>>,
@@ -159,6 +161,7 @@ impl Store {
                 raft,
                 shared,
                 network,
+                mux: ForwardMux::default(),
                 service,
                 leadership: watch::Sender::new(None),
                 shutdown: CancellationToken::new(),
@@ -579,7 +582,7 @@ impl Store {
             };
             let answer = match (leader, member) {
                 (Some(l), _) if l == self.id() => Ok(self.inner.service.lead(req.clone()).await),
-                (Some(_), Some(member)) => self.inner.network.forward(&member, &req, remaining).await,
+                (Some(_), Some(member)) => self.inner.mux.call(&self.inner.network, &member, &req, remaining).await,
                 _ => {
                     last_error = StoreError::NoLeader;
                     tokio::time::sleep(LEADER_RETRY.min(remaining)).await;
@@ -752,6 +755,7 @@ fn never_delivered(e: &PeerError) -> bool {
             let m = message.to_ascii_lowercase();
             m.contains("connect") || m.contains("refused") || m.contains("bad peer url")
         }
+        PeerError::NotSent { .. } => true,
         PeerError::BadReply { .. } | PeerError::Remote { .. } => false,
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod forward;
 mod log_store;
+pub mod mux;
 pub mod network;
 mod server;
 mod snapshot;

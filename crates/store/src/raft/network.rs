@@ -70,6 +70,10 @@ pub enum PeerError {
     /// The peer could not be reached or did not answer in time.
     #[error("peer {addr} unreachable: {message}")]
     Unreachable { addr: String, message: String },
+    /// The request certainly did not reach the peer (no connection, stream closed): safe to
+    /// retry.
+    #[error("peer {addr} not reached: {message}")]
+    NotSent { addr: String, message: String },
     /// The peer answered with something this member cannot decode.
     #[error("bad reply from peer {addr}: {message}")]
     BadReply { addr: String, message: String },
@@ -167,7 +171,7 @@ pub fn request<T: DeserializeOwned>(envelope: &Envelope) -> Result<T, tonic::Sta
 impl From<PeerError> for RPCError<TypeConfig> {
     fn from(e: PeerError) -> Self {
         match e {
-            PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            PeerError::Unreachable { .. } | PeerError::NotSent { .. } => RPCError::Unreachable(Unreachable::new(&e)),
             PeerError::BadReply { .. } | PeerError::Remote { .. } => RPCError::Network(NetworkError::new(&e)),
         }
     }
@@ -176,7 +180,9 @@ impl From<PeerError> for RPCError<TypeConfig> {
 impl From<PeerError> for StreamingError<TypeConfig> {
     fn from(e: PeerError) -> Self {
         match e {
-            PeerError::Unreachable { .. } => StreamingError::Unreachable(Unreachable::new(&e)),
+            PeerError::Unreachable { .. } | PeerError::NotSent { .. } => {
+                StreamingError::Unreachable(Unreachable::new(&e))
+            }
             PeerError::BadReply { .. } | PeerError::Remote { .. } => StreamingError::Network(NetworkError::new(&e)),
         }
     }

@@ -289,6 +289,38 @@ impl RaftPeer for PeerService {
         self.receive_snapshot(req.into_inner()).await.map(tonic::Response::new)
     }
 
+    type ForwardStreamStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Envelope, Status>> + Send>>;
+
+    async fn forward_stream(
+        &self,
+        req: Request<Streaming<Envelope>>,
+    ) -> Result<tonic::Response<Self::ForwardStreamStream>, Status> {
+        let mut incoming = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let service = self.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(envelope)) = incoming.message().await {
+                let (id, forwarded): (u64, ForwardRequest) = match request(&envelope) {
+                    Ok(decoded) => decoded,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let (service, tx) = (service.clone(), tx.clone());
+                // Each request runs on its own: a slow one does not hold up the others.
+                tokio::spawn(async move {
+                    let answer: (u64, Result<ForwardResponse, String>) = (id, Ok(service.lead(forwarded).await));
+                    let envelope = crate::schema::encode(&answer)
+                        .map(|payload| Envelope { payload: payload.into() })
+                        .map_err(|e| Status::internal(format!("encoding answer: {e}")));
+                    let _ = tx.send(envelope).await;
+                });
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
     async fn forward(&self, req: Request<Envelope>) -> Result<tonic::Response<Envelope>, Status> {
         let forwarded: ForwardRequest = request(req.get_ref())?;
         reply(Ok::<_, String>(self.lead(forwarded).await)).map(tonic::Response::new)
