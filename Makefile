@@ -40,8 +40,9 @@ run: deps
 	$(CARGO) build -p trireme
 	$(CARGO_TARGET_DIR)/debug/trireme up
 
-# etcd-server: the etcd 3.4 that the benchmark runs next to Trireme.
+# etcd-server: the etcd 3.4 that the benchmark runs next to Trireme. The benchmark runs release
+# builds (the first `make bench` on a machine compiles RocksDB once more, 15-25 minutes).
 bench: deps
 	@dpkg -s etcd-server >/dev/null 2>&1 || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q etcd-server; }
-	$(CARGO) build -p trireme -p trireme-bench
-	$(CARGO_TARGET_DIR)/debug/trireme-bench $(BENCH_ARGS)
+	$(CARGO) build --release -p trireme -p trireme-bench
+	$(CARGO_TARGET_DIR)/release/trireme-bench $(BENCH_ARGS)
