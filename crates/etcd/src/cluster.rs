@@ -46,9 +46,10 @@ impl Cluster for Api {
             }
         };
         let member = Member { name: String::new(), peer_urls: req.peer_ur_ls, client_urls: Vec::new() };
-        self.store.add_learner(id, member.clone()).await.map_err(to_status)?;
-        if !req.is_learner {
-            self.store.promote(id).await.map_err(to_status)?;
+        if req.is_learner {
+            self.store.add_learner(id, member.clone()).await.map_err(to_status)?;
+        } else {
+            self.store.add_voter(id, member.clone()).await.map_err(to_status)?;
         }
         let added = pb::Member {
             id,

@@ -506,9 +506,17 @@ impl Store {
         self.membership_call(ForwardRequest::AddLearner { id, member }).await
     }
 
-    /// Makes a learner a voter.
+    /// Makes a learner a voter once it holds nearly all of the log; otherwise returns
+    /// `InvalidMembership` ("can only promote a learner member which is in sync with leader").
     pub async fn promote(&self, id: u64) -> Result<(), StoreError> {
-        self.membership_call(ForwardRequest::Promote { id }).await
+        self.membership_call(ForwardRequest::Promote { id, caught_up: true }).await
+    }
+
+    /// Adds a voting member straight away (etcd's `member add` without `--learner`): the new
+    /// member counts towards the quorum before it has started.
+    pub async fn add_voter(&self, id: u64, member: Member) -> Result<(), StoreError> {
+        self.add_learner(id, member).await?;
+        self.membership_call(ForwardRequest::Promote { id, caught_up: false }).await
     }
 
     /// Removes a member (voter or learner). A member removing itself answers once the leader

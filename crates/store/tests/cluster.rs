@@ -268,12 +268,18 @@ async fn membership_grows_to_four_and_shrinks_by_removing_the_original_leader_wh
     cluster.add_member_process(4).await?;
     let member4 = cluster.members[&4].member();
     cluster.store(original).add_learner(4, member4).await?;
+    tracing::info!("--- promote it once it has caught up (refused before, as in etcd)");
     let deadline = tokio::time::Instant::now() + WAIT;
-    while cluster.store(4).status().applied_index + 5 < cluster.store(original).status().applied_index {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "learner did not catch up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    loop {
+        match cluster.store(writer_on).promote(4).await {
+            Ok(()) => break,
+            Err(StoreError::InvalidMembership(m)) if m.contains("in sync") => {
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "learner did not catch up");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    cluster.store(writer_on).promote(4).await?;
     assert_eq!(cluster.store(original).members().iter().filter(|m| !m.is_learner).count(), 4);
 
     tracing::info!("--- remove the original leader {original}");
@@ -338,5 +344,28 @@ async fn the_first_leader_records_the_cluster_id_for_every_member_and_joiners_le
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_that_has_not_caught_up_cannot_be_promoted() -> Test {
+    let cluster = TestCluster::start(3).await?;
+    let leader = cluster.store(cluster.wait_leader().await?).clone();
+    for i in 0..50 {
+        leader.write(put(&format!("p/{i}"), "v")).await?;
+    }
+    tracing::info!("--- a learner that never started holds none of the log");
+    let ghost = trireme_store::types::Member {
+        name: "ghost".into(),
+        peer_urls: vec!["http://127.0.0.1:1".into()],
+        client_urls: vec![],
+    };
+    leader.add_learner(9, ghost).await?;
+    match leader.promote(9).await {
+        Err(StoreError::InvalidMembership(message)) => assert!(message.contains("in sync with leader"), "{message}"),
+        other => anyhow::bail!("promoting a learner that has not caught up: {other:?}"),
+    }
+    leader.remove_member(9).await?;
+    assert!(leader.members().iter().all(|m| m.id != 9));
     Ok(())
 }

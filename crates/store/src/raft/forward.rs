@@ -21,8 +21,9 @@ pub enum ForwardRequest {
     LeaseTimeToLive { id: i64 },
     /// Add a non-voting member.
     AddLearner { id: u64, member: Member },
-    /// Make a learner a voter.
-    Promote { id: u64 },
+    /// Make a learner a voter; with `caught_up`, only one that has nearly all of the log (etcd's
+    /// rule for `member promote`).
+    Promote { id: u64, caught_up: bool },
     /// Remove a member.
     Remove { id: u64 },
     /// Replace a member's name and URLs.

@@ -78,9 +78,15 @@ impl PeerService {
                 }
                 membership_result(self.raft.add_learner(id, member, false).await)
             }
-            ForwardRequest::Promote { id } => {
+            ForwardRequest::Promote { id, caught_up } => {
                 if !self.raft.learner_ids().any(|m| m == id) {
                     return failed(FailureKind::MemberNotFound, format!("learner {id:x} not found"));
+                }
+                if caught_up && !self.learner_caught_up(id) {
+                    return failed(
+                        FailureKind::InvalidMembership,
+                        "can only promote a learner member which is in sync with leader",
+                    );
                 }
                 membership_result(
                     self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await,
@@ -127,6 +133,14 @@ impl PeerService {
                 }
             }
         }
+    }
+
+    /// Whether learner `id` holds at least 90% of the leader's log (etcd's threshold).
+    fn learner_caught_up(&self, id: u64) -> bool {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let last = metrics.last_log_index.unwrap_or(0);
+        let matched = metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map_or(0, |l| l.index);
+        matched * 10 >= last * 9
     }
 
     /// Lease clocks are only authoritative on the leader (the lessor's primary).
