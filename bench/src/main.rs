@@ -463,31 +463,22 @@ async fn main() -> Result<()> {
         }
     }
     let mut delivered = Vec::new();
-    let t = match &trireme {
-        Some(c) => {
+    let mut watch = [None, None];
+    for (slot, cluster) in watch.iter_mut().zip([trireme.as_ref(), etcd.as_ref()]) {
+        if let Some(c) = cluster {
             let (s, got, expected) = watch_latency(c, 1000, Duration::from_secs(4)).await?;
-            delivered.push(format!("trireme {got}/{expected}"));
-            Some(s)
+            delivered.push(format!("{} {got}/{expected}", c.name));
+            *slot = Some(s);
         }
-        None => None,
-    };
-    let e = match &etcd {
-        Some(c) => {
-            let (s, got, expected) = watch_latency(c, 1000, Duration::from_secs(4)).await?;
-            delivered.push(format!("etcd {got}/{expected}"));
-            Some(s)
-        }
-        None => None,
-    };
+    }
+    let [t, e] = watch;
     row("watch, 1,000 watchers (ev/s)", t, e);
     println!();
     println!("watch events delivered: {}", delivered.join(", "));
     let mut gaps = Vec::new();
-    if let Some(c) = trireme.as_mut() {
-        gaps.push(format!("trireme {:.0} ms", failover_gap(c).await?.as_secs_f64() * 1000.0));
-    }
-    if let Some(c) = etcd.as_mut() {
-        gaps.push(format!("etcd {:.0} ms", failover_gap(c).await?.as_secs_f64() * 1000.0));
+    for c in [trireme.as_mut(), etcd.as_mut()].into_iter().flatten() {
+        let gap = failover_gap(c).await?;
+        gaps.push(format!("{} {:.0} ms", c.name, gap.as_secs_f64() * 1000.0));
     }
     println!("write gap after SIGKILL of the leader (16 writers on all endpoints): {}", gaps.join(", "));
     Ok(())
