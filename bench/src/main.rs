@@ -53,6 +53,9 @@ struct Args {
     /// Clients for `--endpoints`.
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// Pods the Kubernetes API workload creates (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    api_pods: usize,
     /// Extra flags for every trireme master (e.g. "--snapshot-count=100000").
     #[arg(long, allow_hyphen_values = true)]
     trireme_flags: Vec<String>,
@@ -71,8 +74,10 @@ struct Cluster {
     name: &'static str,
     pinned: Option<usize>,
     endpoints: Vec<String>,
+    /// Kubernetes API URLs (Trireme only).
+    api_urls: Vec<String>,
     children: Vec<Child>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn free_port() -> Result<u16> {
@@ -83,20 +88,22 @@ impl Cluster {
     async fn start(name: &'static str, bin: &PathBuf, extra: &[String]) -> Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let mut members = Vec::new();
+        let mut api_urls = Vec::new();
         for i in 1..=3 {
             members.push((
                 format!("{name}{i}"),
                 format!("http://127.0.0.1:{}", free_port()?),
                 format!("http://127.0.0.1:{}", free_port()?),
             ));
+            api_urls.push(format!("https://127.0.0.1:{}", free_port()?));
         }
         let initial = members.iter().map(|(n, peer, _)| format!("{n}={peer}")).collect::<Vec<_>>().join(",");
         let mut children = Vec::new();
-        for (member, peer, client) in &members {
+        for ((member, peer, client), api) in members.iter().zip(&api_urls) {
             let log = std::fs::File::create(dir.path().join(format!("{member}.log")))?;
             let mut cmd = Command::new(bin);
             if name == "trireme" {
-                cmd.arg("master").env("RUST_LOG", "warn");
+                cmd.arg("master").args(["--listen-api-urls", api]).env("RUST_LOG", "warn");
             }
             cmd.args(["--name", member])
                 .arg("--data-dir")
@@ -122,8 +129,9 @@ impl Cluster {
             name,
             pinned: None,
             endpoints: members.into_iter().map(|(_, _, c)| c).collect(),
+            api_urls,
             children,
-            _dir: dir,
+            dir,
         };
         cluster.wait_leader(Duration::from_secs(60)).await?;
         Ok(cluster)
@@ -392,6 +400,89 @@ fn row(name: &str, t: Option<Stats>, e: Option<Stats>) {
     println!("| {name:<28} | {} | {} | {ratio:>6} |", cell(t), cell(e));
 }
 
+/// The Kubernetes API workload: `clients` clients create `pods` pods through the API servers
+/// (spread over the masters), then one client lists them all.
+async fn api_pods(cluster: &Cluster, pods: usize, clients: usize) -> Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::Api;
+    use kube::api::ListParams;
+    use kube::api::PostParams;
+    let admin_path = cluster.dir.path().join("trireme1").join("admin.kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !admin_path.exists() {
+        if Instant::now() > deadline {
+            anyhow::bail!("the Kubernetes API did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let admin: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&admin_path)?)?;
+    let mut apis = Vec::new();
+    for url in &cluster.api_urls {
+        let mut doc = admin.clone();
+        doc["clusters"][0]["cluster"]["server"] = serde_json::json!(url);
+        let kubeconfig: kube::config::Kubeconfig = serde_json::from_value(doc)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        apis.push(Api::<Pod>::namespaced(kube::Client::try_from(config)?, "default"));
+    }
+    let template: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "main", "image": "nginx:1.25", "resources": {"requests": {"cpu": "10m"}}}]},
+    }))?;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let api = apis[c % apis.len()].clone();
+        let (next, template) = (next.clone(), template.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= pods {
+                    break;
+                }
+                let mut pod = template.clone();
+                pod.metadata.name = Some(format!("bench-{i:05}"));
+                let t = Instant::now();
+                match api.create(&PostParams::default(), &pod).await {
+                    Ok(_) => latencies.push(t.elapsed()),
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let s = stats(latencies, started.elapsed(), errors);
+    println!();
+    println!(
+        "Kubernetes API, {clients} clients creating {pods} pods: {:.0} creates/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+        s.ops_per_sec, s.p50_ms, s.p99_ms, s.errors
+    );
+    for (label, params) in [("one request", ListParams::default()), ("pages of 500", ListParams::default().limit(500))] {
+        let t = Instant::now();
+        let mut count = 0;
+        let mut params = params;
+        loop {
+            let list = apis[0].list(&params).await?;
+            count += list.items.len();
+            match list.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => break,
+            }
+        }
+        println!("list of {count} pods ({label}): {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -405,8 +496,9 @@ async fn main() -> Result<()> {
             name: "external",
             pinned: args.endpoint,
             endpoints: urls.split(',').map(String::from).collect(),
+            api_urls: Vec::new(),
             children: Vec::new(),
-            _dir: dir,
+            dir,
         };
         let s = load(&cluster, Op::Put, args.clients, Duration::from_secs(args.duration)).await?;
         println!(
@@ -481,5 +573,10 @@ async fn main() -> Result<()> {
         gaps.push(format!("{} {:.0} ms", c.name, gap.as_secs_f64() * 1000.0));
     }
     println!("write gap after SIGKILL of the leader (16 writers on all endpoints): {}", gaps.join(", "));
+    if let Some(t) = &trireme
+        && args.api_pods > 0
+    {
+        api_pods(t, args.api_pods, 16).await?;
+    }
     Ok(())
 }

@@ -7,9 +7,10 @@
 pub struct BadVersion(pub String);
 
 /// How a read names the state it wants (`resourceVersion` and `resourceVersionMatch`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ReadAt {
     /// Unset: the most recent state, read linearizably.
+    #[default]
     Latest,
     /// "0": any state this master has (served locally, no read barrier).
     Any,

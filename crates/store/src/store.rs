@@ -353,6 +353,18 @@ impl Store {
         self.inner.shared.hub.revision()
     }
 
+    /// Waits until this member has applied `revision`, for at most `timeout`.
+    ///
+    /// If the revision is not reached in time, returns `FutureRevision` with the current one.
+    pub async fn wait_for_revision(&self, revision: i64, timeout: Duration) -> Result<(), StoreError> {
+        let mut published = self.inner.shared.hub.subscribe();
+        match tokio::time::timeout(timeout, published.wait_for(|&r| r >= revision)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::FutureRevision { current: self.revision() }),
+        }
+    }
+
     /// Watches `range` from `start_revision` (0: from the next revision).
     ///
     /// If `start_revision` is below the compaction point, returns `Compacted`.

@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
-    /// Run one master replica: Raft member, MVCC store and the etcd v3 API.
+    /// Run one master replica: Raft member, MVCC store, the etcd v3 API and the Kubernetes API.
     Master(Box<master::MasterArgs>),
     /// Run a whole cluster on this machine (child processes on loopback) until Ctrl-C.
     Up(up::UpArgs),

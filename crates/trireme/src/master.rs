@@ -17,6 +17,10 @@ use trireme_etcd::EtcdServer;
 use trireme_store::Store;
 use trireme_store::StoreConfig;
 use trireme_store::identity;
+use trireme_api::registry::RegistryConfig;
+use trireme_apiserver::ApiConfig;
+use trireme_apiserver::ApiServer;
+use trireme_apiserver::kubeconfig::admin_kubeconfig;
 use trireme_store::identity::MemberIdentity;
 use trireme_store::types::Member;
 
@@ -76,6 +80,19 @@ pub struct MasterArgs {
     /// such as 30m, 90s, 2h; 0 keeps everything [default: 1h].
     #[arg(long)]
     pub auto_compaction_retention: Option<String>,
+    /// URLs to serve the Kubernetes API on (HTTPS) [default: https://localhost:6443].
+    #[arg(long)]
+    pub listen_api_urls: Option<String>,
+    /// This member's Kubernetes API URLs to advertise; the serving certificate covers their
+    /// hosts [default: the listen URLs].
+    #[arg(long)]
+    pub advertise_api_urls: Option<String>,
+    /// Service ClusterIPs are allocated from this IPv4 range [default: 10.96.0.0/12].
+    #[arg(long)]
+    pub service_cluster_ip_range: Option<String>,
+    /// Service NodePorts are allocated from this range [default: 30000-32767].
+    #[arg(long)]
+    pub service_node_port_range: Option<String>,
 }
 
 impl MasterArgs {
@@ -103,6 +120,10 @@ impl MasterArgs {
             quota_backend_bytes: self.quota_backend_bytes.or(file.quota_backend_bytes),
             max_request_bytes: self.max_request_bytes.or(file.max_request_bytes),
             auto_compaction_retention: self.auto_compaction_retention.or(file.auto_compaction_retention),
+            listen_api_urls: self.listen_api_urls.or(file.listen_api_urls),
+            advertise_api_urls: self.advertise_api_urls.or(file.advertise_api_urls),
+            service_cluster_ip_range: self.service_cluster_ip_range.or(file.service_cluster_ip_range),
+            service_node_port_range: self.service_node_port_range.or(file.service_node_port_range),
         })
     }
 }
@@ -126,6 +147,9 @@ pub struct MasterConfig {
     pub quota_bytes: u64,
     pub max_request_bytes: usize,
     pub auto_compaction_retention: Option<Duration>,
+    pub listen_api: Vec<SocketAddr>,
+    pub advertise_api_urls: Vec<String>,
+    pub registry: RegistryConfig,
 }
 
 /// etcd's periodic retention: `0` (off), a number of hours, or a number with ms, s, m or h.
@@ -161,6 +185,48 @@ fn split_urls(flag: &str, value: &str) -> Result<Vec<String>> {
         socket_of(flag, url)?;
     }
     Ok(urls)
+}
+
+/// The address of an `https://host:port` URL (`localhost` means 127.0.0.1).
+fn api_socket_of(flag: &str, url: &str) -> Result<SocketAddr> {
+    let Some(rest) = url.strip_prefix("https://") else {
+        bail!("--{flag}: {url:?} must be an https:// URL (the Kubernetes API is served over TLS only)");
+    };
+    let hostport = rest.trim_end_matches('/').replace("localhost", "127.0.0.1");
+    hostport.parse().with_context(|| format!("--{flag}: {url:?} is not https://IP:PORT"))
+}
+
+/// The host part of a URL, for the serving certificate.
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let hostport = rest.split('/').next().unwrap_or_default();
+    match hostport.rsplit_once(':') {
+        Some((host, _)) => host.trim_matches(['[', ']']).to_string(),
+        None => hostport.to_string(),
+    }
+}
+
+/// `--service-cluster-ip-range`: an IPv4 CIDR with room for at least a few addresses.
+fn parse_cidr(value: &str) -> Result<(std::net::Ipv4Addr, u8)> {
+    let bad = || anyhow::anyhow!("--service-cluster-ip-range: {value:?} is not an IPv4 CIDR such as 10.96.0.0/12");
+    let (ip, bits) = value.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let bits: u8 = bits.parse().map_err(|_| bad())?;
+    if !(8..=28).contains(&bits) {
+        bail!("--service-cluster-ip-range: the prefix length must be between 8 and 28, not {bits}");
+    }
+    Ok((ip, bits))
+}
+
+/// `--service-node-port-range`: `LOW-HIGH`.
+fn parse_port_range(value: &str) -> Result<(u16, u16)> {
+    let bad = || anyhow::anyhow!("--service-node-port-range: {value:?} is not a range such as 30000-32767");
+    let (lo, hi) = value.split_once('-').ok_or_else(bad)?;
+    let (lo, hi): (u16, u16) = (lo.trim().parse().map_err(|_| bad())?, hi.trim().parse().map_err(|_| bad())?);
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
 }
 
 /// The address of an `http://host:port` URL (`localhost` means 127.0.0.1).
@@ -207,6 +273,29 @@ impl MasterConfig {
             "existing" => true,
             other => bail!("--initial-cluster-state must be new or existing, not {other:?}"),
         };
+        let listen_api_urls: Vec<String> = args
+            .listen_api_urls
+            .as_deref()
+            .unwrap_or("https://localhost:6443")
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect();
+        let listen_api = listen_api_urls.iter().map(|u| api_socket_of("listen-api-urls", u)).collect::<Result<Vec<_>>>()?;
+        let advertise_api_urls: Vec<String> = match args.advertise_api_urls.as_deref() {
+            Some(urls) => urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_string).collect(),
+            None => listen_api_urls.clone(),
+        };
+        for url in &advertise_api_urls {
+            if !url.starts_with("https://") {
+                bail!("--advertise-api-urls: {url:?} must be an https:// URL");
+            }
+        }
+        let registry = RegistryConfig {
+            service_cidr: parse_cidr(args.service_cluster_ip_range.as_deref().unwrap_or("10.96.0.0/12"))?,
+            node_ports: parse_port_range(args.service_node_port_range.as_deref().unwrap_or("30000-32767"))?,
+        };
         let heartbeat = Duration::from_millis(args.heartbeat_interval.unwrap_or(50));
         let election = Duration::from_millis(args.election_timeout.unwrap_or(150));
         if election < heartbeat * 3 {
@@ -228,6 +317,9 @@ impl MasterConfig {
             quota_bytes: args.quota_backend_bytes.unwrap_or(8 * 1024 * 1024 * 1024),
             max_request_bytes: args.max_request_bytes.unwrap_or(1536 * 1024),
             auto_compaction_retention: parse_retention(args.auto_compaction_retention.as_deref().unwrap_or("1h"))?,
+            listen_api,
+            advertise_api_urls,
+            registry,
         })
     }
 
@@ -305,6 +397,11 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         client_listeners
             .push(TcpListener::bind(addr).await.with_context(|| format!("--listen-client-urls: binding {addr}"))?);
     }
+    let mut api_listeners = Vec::new();
+    for addr in &config.listen_api {
+        api_listeners
+            .push(TcpListener::bind(addr).await.with_context(|| format!("--listen-api-urls: binding {addr}"))?);
+    }
     let (me, founders) = resolve_identity(&config).await?;
     let store = Store::open(StoreConfig {
         id: me.id,
@@ -337,6 +434,7 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         let stop = shutdown.clone();
         servers.spawn(async move { etcd.serve(listener, stop).await.context("client server") });
     }
+    servers.spawn(serve_kubernetes_api(store.clone(), config.clone(), api_listeners, shutdown.clone()));
     tokio::spawn(publish_self(store.clone(), config.me(), shutdown.clone()));
     let removed = CancellationToken::new();
     tokio::spawn(watch_removal(store.clone(), removed.clone(), shutdown.clone()));
@@ -358,6 +456,64 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     store.shutdown().await;
     outcome
+}
+
+/// Starts the Kubernetes API server once the store can take writes (the first master of a new
+/// cluster creates its credentials), writes `<data-dir>/admin.kubeconfig`, and serves.
+async fn serve_kubernetes_api(
+    store: Store,
+    config: MasterConfig,
+    listeners: Vec<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let hosts: Vec<String> = config.advertise_api_urls.iter().map(|u| host_of(u)).collect();
+    let api_config = ApiConfig { hosts, registry: config.registry.clone() };
+    let mut delay = Duration::from_millis(100);
+    let server = loop {
+        let attempt = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            attempt = ApiServer::new(store.clone(), api_config.clone(), shutdown.clone()) => attempt,
+        };
+        match attempt {
+            Ok(server) => break server,
+            Err(e) => {
+                tracing::info!(error = %e, "Kubernetes API not ready yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    };
+    let servers: Vec<(String, String)> =
+        config.advertise_api_urls.iter().map(|url| (config.name.clone(), url.clone())).take(1).collect();
+    let kubeconfig = admin_kubeconfig(server.credentials(), &servers);
+    write_private(&config.data_dir.join("admin.kubeconfig"), kubeconfig.as_bytes())?;
+    tracing::info!(api = ?config.advertise_api_urls, "Kubernetes API serving");
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut listeners = listeners.into_iter();
+    let first = listeners.next();
+    for listener in listeners {
+        let router_server = ApiServer::new(store.clone(), api_config.clone(), shutdown.clone()).await?;
+        tasks.spawn(router_server.serve(listener));
+    }
+    if let Some(listener) = first {
+        tasks.spawn(server.serve(listener));
+    }
+    while let Some(ended) = tasks.join_next().await {
+        ended.context("Kubernetes API server task")?.context("Kubernetes API server")?;
+    }
+    Ok(())
+}
+
+/// Writes a file only its owner can read, atomically.
+fn write_private(path: &std::path::Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// Ends the master once a leader's membership, at least as new as its own, no longer lists it,

@@ -26,6 +26,9 @@ pub struct UpArgs {
     /// Directory for data, logs and cluster.json; an existing one is restarted as it was.
     #[arg(long, default_value = "./.trireme")]
     pub dir: PathBuf,
+    /// Number of worker nodes (node agents arrive with issue #6; only 0 for now).
+    #[arg(long, default_value_t = 0)]
+    pub nodes: usize,
 }
 
 /// One process of the cluster, as `cluster.json` lists it.
@@ -36,6 +39,9 @@ pub struct ProcessInfo {
     pub pid: u32,
     pub peer_url: String,
     pub client_url: String,
+    /// The Kubernetes API (HTTPS).
+    #[serde(default)]
+    pub api_url: String,
     pub data_dir: PathBuf,
     pub log_file: PathBuf,
 }
@@ -92,6 +98,7 @@ fn plan(args: &UpArgs) -> Result<ClusterFile> {
             pid: 0,
             peer_url: format!("http://127.0.0.1:{}", free_port()?),
             client_url: format!("http://127.0.0.1:{}", free_port()?),
+            api_url: format!("https://127.0.0.1:{}", free_port()?),
             data_dir: dir.join(&name),
             log_file: dir.join(format!("{name}.log")),
             name,
@@ -111,6 +118,7 @@ fn spawn_master(p: &ProcessInfo, initial_cluster: &str, token: &str) -> Result<C
         .args(["--listen-peer-urls", &p.peer_url, "--initial-advertise-peer-urls", &p.peer_url])
         .args(["--listen-client-urls", &p.client_url, "--advertise-client-urls", &p.client_url])
         .args(["--initial-cluster", initial_cluster, "--initial-cluster-token", token])
+        .args(["--listen-api-urls", &p.api_url])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -125,8 +133,14 @@ pub async fn run(args: UpArgs) -> Result<()> {
     if args.masters == 0 {
         bail!("--masters must be at least 1");
     }
+    if args.nodes > 0 {
+        bail!("--nodes: node agents are not part of Trireme yet (issue #6); use --nodes 0");
+    }
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating --dir {}", args.dir.display()))?;
     let mut cluster = plan(&args)?;
+    if cluster.processes.iter().any(|p| p.api_url.is_empty()) {
+        bail!("{} holds a cluster from an older trireme without a Kubernetes API; use another --dir", args.dir.display());
+    }
     let initial_cluster = cluster
         .processes
         .iter()
@@ -143,13 +157,16 @@ pub async fn run(args: UpArgs) -> Result<()> {
     cluster.save(&std::fs::canonicalize(&args.dir)?)?;
     let endpoints = cluster.endpoints();
     wait_ready(&cluster).await?;
+    let dir = std::fs::canonicalize(&args.dir)?;
+    let kubeconfig = write_kubeconfig(&cluster, &dir).await?;
 
     println!("Trireme is up: {} masters (data, logs and cluster.json in {}).", args.masters, args.dir.display());
     for p in &cluster.processes {
         println!(
-            "  {:<4} {}  etcd API {}  peer {}  pid {}  log {}",
+            "  {:<4} {}  Kubernetes API {}  etcd API {}  peer {}  pid {}  log {}",
             p.name,
             p.role,
+            p.api_url,
             p.client_url,
             p.peer_url,
             p.pid,
@@ -157,7 +174,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
         );
     }
     println!();
-    println!("Use it with etcdctl:");
+    println!("Use it with kubectl (one context per master; the first is current):");
+    println!("  export KUBECONFIG={}", kubeconfig.display());
+    println!("  kubectl get namespaces");
+    println!("  kubectl create deployment web --image=nginx --replicas=2 --dry-run=client -o yaml | kubectl apply -f -");
+    println!();
+    println!("Use the store with etcdctl:");
     println!("  export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={endpoints}");
     println!("  etcdctl put greeting hello && etcdctl get greeting");
     println!("  etcdctl endpoint status -w table");
@@ -201,6 +223,35 @@ async fn stop_all(mut children: Vec<(String, Child)>) {
             }
         }
     }
+}
+
+/// Waits for every master's Kubernetes API (its `admin.kubeconfig`), then writes
+/// `<dir>/kubeconfig` with a context per master.
+async fn write_kubeconfig(cluster: &ClusterFile, dir: &Path) -> Result<PathBuf> {
+    let masters: Vec<&ProcessInfo> = cluster.processes.iter().filter(|p| p.role == "master").collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let admin = loop {
+        let ready: Vec<Option<String>> =
+            masters.iter().map(|p| std::fs::read_to_string(p.data_dir.join("admin.kubeconfig")).ok()).collect();
+        if ready.iter().all(Option::is_some) {
+            break ready.into_iter().flatten().next().unwrap_or_default();
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the Kubernetes API did not come up on every master within 60 s; see the logs in the --dir");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let servers: Vec<(String, String)> = masters.iter().map(|p| (p.name.clone(), p.api_url.clone())).collect();
+    let text = trireme_apiserver::kubeconfig::for_servers(&admin, &servers).context("reading a master's admin.kubeconfig")?;
+    let path = dir.join("kubeconfig");
+    let tmp = dir.join("kubeconfig.tmp");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+        std::io::Write::write_all(&mut file, text.as_bytes())?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
 }
 
 /// Waits until every master answers and they agree on a leader.

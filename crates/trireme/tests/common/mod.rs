@@ -1,4 +1,4 @@
-//! Real `trireme master` processes on loopback, driven by the real `etcdctl`.
+//! Real `trireme master` processes on loopback, driven by the real `etcdctl` and `kubectl`.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -25,6 +25,7 @@ pub struct Master {
     pub name: String,
     pub peer_url: String,
     pub client_url: String,
+    pub api_url: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
@@ -80,6 +81,7 @@ impl Cluster {
             .args(["--listen-client-urls", &m.client_url, "--advertise-client-urls", &m.client_url])
             .args(["--initial-cluster", &m.initial_cluster, "--initial-cluster-token", &token])
             .args(["--initial-cluster-state", m.state])
+            .args(["--listen-api-urls", &m.api_url])
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -136,6 +138,46 @@ impl Cluster {
         etcdctl(&self.endpoints(), args, None).await
     }
 
+    /// Writes `<dir>/kubeconfig` (a context per master, `m1` current) once every master's
+    /// Kubernetes API is up, and returns its path.
+    pub async fn kubeconfig(&self) -> Result<PathBuf> {
+        let deadline = Instant::now() + WAIT;
+        let admin = loop {
+            let ready: Vec<Option<String>> = self
+                .masters
+                .iter()
+                .filter(|m| m.child.is_some())
+                .map(|m| std::fs::read_to_string(m.data_dir.join("admin.kubeconfig")).ok())
+                .collect();
+            if ready.iter().all(Option::is_some) {
+                break ready.into_iter().flatten().next().context("no master running")?;
+            }
+            if Instant::now() > deadline {
+                bail!("the Kubernetes API did not come up; logs in {}", self.dir.path().display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let servers: Vec<(String, String)> = self.masters.iter().map(|m| (m.name.clone(), m.api_url.clone())).collect();
+        let path = self.dir.path().join("kubeconfig");
+        std::fs::write(&path, trireme_apiserver::kubeconfig::for_servers(&admin, &servers)?)?;
+        Ok(path)
+    }
+
+    /// Runs the real `kubectl` against this cluster (current context `m1`, or `--context`
+    /// in `args`), with a cache dir of this cluster's own.
+    pub async fn kubectl(&self, args: &[&str]) -> Result<Output> {
+        self.kubectl_with_input(args, None).await
+    }
+
+    /// [`Cluster::kubectl`] with `stdin` fed to it (`-f -`).
+    pub async fn kubectl_with_input(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+        let kubeconfig = self.dir.path().join("kubeconfig");
+        if !kubeconfig.exists() {
+            self.kubeconfig().await?;
+        }
+        kubectl(&kubeconfig, &self.dir.path().join("kubecache"), args, stdin).await
+    }
+
     /// Index of the master that every running master names as leader.
     pub async fn wait_leader(&self) -> Result<usize> {
         let deadline = Instant::now() + WAIT;
@@ -175,6 +217,7 @@ impl Master {
             name: name.to_string(),
             peer_url: format!("http://127.0.0.1:{}", free_port()?),
             client_url: format!("http://127.0.0.1:{}", free_port()?),
+            api_url: format!("https://127.0.0.1:{}", free_port()?),
             data_dir: dir.join(name),
             log: dir.join(format!("{name}.log")),
             child: None,
@@ -205,10 +248,38 @@ pub async fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Res
     Ok(out)
 }
 
+/// Runs the real `kubectl` with a deadline, a given kubeconfig and cache dir.
+pub async fn kubectl(
+    kubeconfig: &std::path::Path,
+    cache: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<Output> {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--request-timeout=20s")
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().context("running kubectl")?;
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        use tokio::io::AsyncWriteExt;
+        input.write_all(text.as_bytes()).await?;
+    }
+    let out = tokio::time::timeout(WAIT, child.wait_with_output()).await.context("kubectl timed out")??;
+    Ok(out)
+}
+
 /// stdout of a successful run, or an error with stderr.
 pub fn ok(out: Output) -> Result<String> {
     if !out.status.success() {
-        bail!("etcdctl failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!("command failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
     }
     Ok(String::from_utf8(out.stdout)?)
 }

@@ -1,0 +1,840 @@
+//! Kubernetes' defaulting, as typed functions per kind.
+//!
+//! [`apply`] runs on every write (create and update), as Kubernetes' `SetDefaults_*` functions
+//! do on every decode; [`apply_on_create`] adds what Kubernetes sets only when an object is
+//! created (a pod's `Pending` phase and QoS class, a namespace's `kubernetes` finalizer).
+//! Defaults that Kubernetes sets in admission plugins every pod goes through (service account,
+//! priority, not-ready/unreachable tolerations) are applied to pods too, but not to pod
+//! templates, just as in Kubernetes. ClusterIP and nodePort allocation is not done here.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    ClientIPConfig, Container, ContainerPort, Endpoints, HTTPGetAction, LifecycleHandler, LoadBalancerStatus,
+    Namespace, NamespaceSpec, NamespaceStatus, Node, Pod, PodSecurityContext, PodSpec, PodStatus, PodTemplateSpec,
+    Probe, ResourceRequirements, Secret, Service, ServiceSpec, ServiceStatus, SessionAffinityConfig, Toleration,
+    Volume,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::kinds::Object;
+use crate::validation::parse_quantity;
+
+/// Kubernetes' default `terminationGracePeriodSeconds`.
+pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
+/// Kubernetes' default scheduler name.
+pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
+/// Kubernetes' default container termination message path.
+pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+/// The mode (0644) Kubernetes gives files of secret, configMap, downwardAPI and projected volumes.
+pub const DEFAULT_VOLUME_MODE: i32 = 0o644;
+
+/// Applies the defaults of the object's kind (every write).
+pub fn apply(object: &mut Object) {
+    match object {
+        Object::Namespace(ns) => default_namespace(ns),
+        Object::Node(node) => default_node(node),
+        Object::Pod(pod) => default_pod(pod),
+        Object::Service(svc) => default_service(svc),
+        Object::Endpoints(ep) => default_endpoints(ep),
+        Object::Secret(secret) => default_secret(secret),
+        Object::Deployment(d) => default_deployment(d),
+        Object::ReplicaSet(rs) => default_replica_set(rs),
+        Object::EndpointSlice(slice) => default_endpoint_slice(slice),
+        Object::ServiceAccount(_)
+        | Object::ConfigMap(_)
+        | Object::Event(_)
+        | Object::Lease(_)
+        | Object::EventsEvent(_) => {}
+    }
+}
+
+/// Applies what Kubernetes sets only when an object is created; call after [`apply`], and
+/// only on create.
+pub fn apply_on_create(object: &mut Object) {
+    match object {
+        Object::Pod(pod) => default_pod_on_create(pod),
+        Object::Namespace(ns) => default_namespace_on_create(ns),
+        _ => {}
+    }
+}
+
+/// Carries over from the stored object what Kubernetes keeps on update; call after [`apply`],
+/// and only on update.
+pub fn apply_on_update(object: &mut Object, old: &Object) {
+    if let (Object::Service(new), Object::Service(old)) = (object, old) {
+        default_service_on_update(new, old);
+    }
+}
+
+/// Service, on update: an unset `clusterIP` keeps the stored `clusterIP`/`clusterIPs`; a
+/// changed `clusterIP` with unchanged `clusterIPs` moves `clusterIPs[0]` along (so validation
+/// reports the change); an unset `nodePort` keeps the stored one of the port with the same
+/// number and protocol while the service still needs node ports. When the type changes,
+/// fields the new type does not use are dropped if the client left them as stored (Kubernetes'
+/// `dropTypeDependentFields`), so `kubectl apply` can switch a service to ExternalName.
+pub fn default_service_on_update(new: &mut Service, old: &Service) {
+    let (Some(spec), Some(old_spec)) = (new.spec.as_mut(), old.spec.as_ref()) else { return };
+    let external_name = |t: &Option<String>| t.as_deref() == Some("ExternalName");
+    if spec.type_ != old_spec.type_ {
+        drop_type_dependent_fields(spec, old_spec);
+    }
+    if !external_name(&spec.type_) && !external_name(&old_spec.type_) {
+        let ip_unset = spec.cluster_ip.as_deref().is_none_or(str::is_empty);
+        let ips_kept = spec.cluster_ips.as_ref().is_none_or(Vec::is_empty) || spec.cluster_ips == old_spec.cluster_ips;
+        if ip_unset && ips_kept {
+            spec.cluster_ip.clone_from(&old_spec.cluster_ip);
+            spec.cluster_ips.clone_from(&old_spec.cluster_ips);
+        } else if !ip_unset
+            && spec.cluster_ip != old_spec.cluster_ip
+            && spec.cluster_ips == old_spec.cluster_ips
+            && let (Some(ip), Some(first)) =
+                (spec.cluster_ip.clone(), spec.cluster_ips.as_mut().and_then(|v| v.first_mut()))
+        {
+            *first = ip;
+        }
+    }
+    let needs_node_ports = |t: &Option<String>| matches!(t.as_deref(), Some("NodePort" | "LoadBalancer"));
+    if needs_node_ports(&spec.type_) && needs_node_ports(&old_spec.type_) {
+        for port in spec.ports.iter_mut().flatten().filter(|p| p.node_port.is_none_or(|n| n == 0)) {
+            let stored = old_spec.ports.iter().flatten().find(|o| o.port == port.port && o.protocol == port.protocol);
+            if let Some(stored) = stored {
+                port.node_port = stored.node_port;
+            }
+        }
+    }
+}
+
+/// Clears what the service's new type does not use, where it still holds the stored value.
+fn drop_type_dependent_fields(spec: &mut ServiceSpec, old: &ServiceSpec) {
+    let kind = spec.type_.as_deref().unwrap_or_default();
+    if kind == "ExternalName" {
+        if spec.cluster_ip == old.cluster_ip {
+            spec.cluster_ip = None;
+        }
+        if spec.cluster_ips == old.cluster_ips {
+            spec.cluster_ips = None;
+        }
+        if spec.ip_families == old.ip_families {
+            spec.ip_families = None;
+        }
+        if spec.ip_family_policy == old.ip_family_policy {
+            spec.ip_family_policy = None;
+        }
+        spec.internal_traffic_policy = None;
+    }
+    if kind != "NodePort" && kind != "LoadBalancer" {
+        let node_ports = |s: &ServiceSpec| s.ports.iter().flatten().map(|p| p.node_port).collect::<Vec<_>>();
+        if node_ports(spec) == node_ports(old) {
+            for port in spec.ports.iter_mut().flatten() {
+                port.node_port = None;
+            }
+        }
+    }
+    if kind != "LoadBalancer" {
+        if spec.health_check_node_port == old.health_check_node_port {
+            spec.health_check_node_port = None;
+        }
+        if spec.allocate_load_balancer_node_ports == old.allocate_load_balancer_node_ports {
+            spec.allocate_load_balancer_node_ports = None;
+        }
+        if spec.load_balancer_class == old.load_balancer_class {
+            spec.load_balancer_class = None;
+        }
+    }
+    let external_ips = spec.external_ips.as_ref().is_some_and(|ips| !ips.is_empty());
+    if !(kind == "NodePort" || kind == "LoadBalancer" || (kind == "ClusterIP" && external_ips)) {
+        spec.external_traffic_policy = None;
+    }
+}
+
+/// Namespace: `status.phase` `Active` when empty.
+pub fn default_namespace(ns: &mut Namespace) {
+    let status = ns.status.get_or_insert_with(NamespaceStatus::default);
+    if status.phase.as_deref().is_none_or(str::is_empty) {
+        status.phase = Some("Active".into());
+    }
+}
+
+/// Namespace, on create only: `spec.finalizers` `["kubernetes"]`. (On update the namespace
+/// controller may have removed it, and it must not come back.)
+pub fn default_namespace_on_create(ns: &mut Namespace) {
+    let spec = ns.spec.get_or_insert_with(NamespaceSpec::default);
+    let finalizers = spec.finalizers.get_or_insert_with(Vec::new);
+    if !finalizers.iter().any(|f| f == "kubernetes") {
+        finalizers.push("kubernetes".into());
+    }
+}
+
+/// Node: `status.allocatable` copies `status.capacity` when unset.
+pub fn default_node(node: &mut Node) {
+    if let Some(status) = node.status.as_mut()
+        && status.allocatable.is_none()
+        && status.capacity.is_some()
+    {
+        status.allocatable.clone_from(&status.capacity);
+    }
+}
+
+/// Pod: the pod spec defaults ([`default_pod_spec`]) plus what Kubernetes sets on pods but
+/// not on templates: `enableServiceLinks`, requests defaulted from limits, host ports for host
+/// networking, and the admission defaults (`serviceAccountName`/`serviceAccount` `default`,
+/// `priority` 0, `preemptionPolicy` `PreemptLowerPriority`, the 300s not-ready and unreachable
+/// tolerations).
+pub fn default_pod(pod: &mut Pod) {
+    let spec = pod.spec.get_or_insert_with(PodSpec::default);
+    default_pod_spec(spec);
+    spec.enable_service_links.get_or_insert(true);
+    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        default_requests_from_limits(c);
+    }
+    if spec.host_network == Some(true) {
+        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+            for port in c.ports.iter_mut().flatten() {
+                if port.host_port.is_none_or(|p| p == 0) {
+                    port.host_port = Some(port.container_port);
+                }
+            }
+        }
+    }
+    match (spec.service_account_name.as_deref(), spec.service_account.as_deref()) {
+        (None | Some(""), None | Some("")) => {
+            spec.service_account_name = Some("default".into());
+            spec.service_account = Some("default".into());
+        }
+        (None | Some(""), Some(sa)) => spec.service_account_name = Some(sa.to_string()),
+        (Some(sa), None | Some("")) => spec.service_account = Some(sa.to_string()),
+        _ => {}
+    }
+    if spec.priority_class_name.as_deref().is_none_or(str::is_empty) {
+        spec.priority.get_or_insert(0);
+    }
+    spec.preemption_policy.get_or_insert_with(|| "PreemptLowerPriority".into());
+    let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        let tolerated = tolerations.iter().any(|t| {
+            (t.key.as_deref() == Some(key) || t.key.as_deref().is_none_or(str::is_empty))
+                && t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "NoExecute")
+        });
+        if !tolerated {
+            tolerations.push(Toleration {
+                key: Some(key.into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoExecute".into()),
+                toleration_seconds: Some(300),
+                value: None,
+            });
+        }
+    }
+}
+
+/// Pod, on create only: `status.phase` `Pending` when empty and `status.qosClass` computed from
+/// the containers' resources. Not applied on update: the phase then belongs to the kubelet.
+pub fn default_pod_on_create(pod: &mut Pod) {
+    let qos = pod.spec.as_ref().map_or("BestEffort", qos_class);
+    let status = pod.status.get_or_insert_with(PodStatus::default);
+    if status.phase.as_deref().is_none_or(str::is_empty) {
+        status.phase = Some("Pending".into());
+    }
+    if status.qos_class.as_deref().is_none_or(str::is_empty) {
+        status.qos_class = Some(qos.into());
+    }
+}
+
+/// Kubernetes' QoS class of a pod: `BestEffort` without any cpu/memory request or limit,
+/// `Guaranteed` when every container limits cpu and memory and requests exactly that,
+/// `Burstable` otherwise.
+pub fn qos_class(spec: &PodSpec) -> &'static str {
+    let (mut any, mut guaranteed) = (false, true);
+    for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
+        let resources = c.resources.as_ref();
+        for name in ["cpu", "memory"] {
+            let get = |list: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+                list.and_then(|l| l.get(name)).and_then(|q| parse_quantity(&q.0)).filter(|v| *v != 0)
+            };
+            let request = get(resources.and_then(|r| r.requests.as_ref()));
+            let limit = get(resources.and_then(|r| r.limits.as_ref()));
+            any |= request.is_some() || limit.is_some();
+            match (request, limit) {
+                (_, None) => guaranteed = false,
+                (Some(request), Some(limit)) if request != limit => guaranteed = false,
+                _ => {}
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Pod spec defaults, shared by pods and the templates of deployments and replica sets:
+/// `restartPolicy` `Always`, `dnsPolicy` `ClusterFirst`, `terminationGracePeriodSeconds` 30,
+/// `schedulerName` `default-scheduler`, `securityContext` `{}`, container defaults
+/// ([`default_container`]) and volume defaults.
+pub fn default_pod_spec(spec: &mut PodSpec) {
+    set_if_empty(&mut spec.restart_policy, "Always");
+    set_if_empty(&mut spec.dns_policy, "ClusterFirst");
+    spec.termination_grace_period_seconds.get_or_insert(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS);
+    set_if_empty(&mut spec.scheduler_name, DEFAULT_SCHEDULER_NAME);
+    spec.security_context.get_or_insert_with(PodSecurityContext::default);
+    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        default_container(c);
+    }
+    for v in spec.volumes.iter_mut().flatten() {
+        default_volume(v);
+    }
+}
+
+/// Container defaults: `imagePullPolicy` (`Always` for a `latest` or missing tag, else
+/// `IfNotPresent`), `terminationMessagePath` `/dev/termination-log`,
+/// `terminationMessagePolicy` `File`, `resources` `{}`, ports' protocol `TCP`, probe and
+/// handler defaults, and `apiVersion` `v1` of env field references.
+pub fn default_container(c: &mut Container) {
+    if c.image_pull_policy.as_deref().is_none_or(str::is_empty) {
+        let policy =
+            if image_tag(c.image.as_deref().unwrap_or_default()) == "latest" { "Always" } else { "IfNotPresent" };
+        c.image_pull_policy = Some(policy.into());
+    }
+    set_if_empty(&mut c.termination_message_path, DEFAULT_TERMINATION_MESSAGE_PATH);
+    set_if_empty(&mut c.termination_message_policy, "File");
+    c.resources.get_or_insert_with(ResourceRequirements::default);
+    for port in c.ports.iter_mut().flatten() {
+        default_container_port(port);
+    }
+    for probe in [&mut c.liveness_probe, &mut c.readiness_probe, &mut c.startup_probe].into_iter().flatten() {
+        default_probe(probe);
+    }
+    if let Some(lifecycle) = c.lifecycle.as_mut() {
+        for handler in [&mut lifecycle.post_start, &mut lifecycle.pre_stop].into_iter().flatten() {
+            default_lifecycle_handler(handler);
+        }
+    }
+    for env in c.env.iter_mut().flatten() {
+        if let Some(field_ref) = env.value_from.as_mut().and_then(|from| from.field_ref.as_mut()) {
+            set_if_empty(&mut field_ref.api_version, "v1");
+        }
+    }
+}
+
+/// The tag an image reference names, as Kubernetes' image parser reads it: `latest` when
+/// neither a tag nor a digest is given, empty when only a digest is.
+pub fn image_tag(image: &str) -> &str {
+    let (name, digest) = match image.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (image, None),
+    };
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match last.split_once(':') {
+        Some((_, tag)) => tag,
+        None if digest.is_some() => "",
+        None => "latest",
+    }
+}
+
+/// Container port: `protocol` `TCP`.
+pub fn default_container_port(port: &mut ContainerPort) {
+    set_if_empty(&mut port.protocol, "TCP");
+}
+
+/// Probe: `timeoutSeconds` 1, `periodSeconds` 10, `successThreshold` 1, `failureThreshold` 3,
+/// and the HTTP GET defaults.
+pub fn default_probe(probe: &mut Probe) {
+    probe.timeout_seconds.get_or_insert(1);
+    probe.period_seconds.get_or_insert(10);
+    probe.success_threshold.get_or_insert(1);
+    probe.failure_threshold.get_or_insert(3);
+    if let Some(http) = probe.http_get.as_mut() {
+        default_http_get(http);
+    }
+}
+
+/// Lifecycle handler: the HTTP GET defaults.
+pub fn default_lifecycle_handler(handler: &mut LifecycleHandler) {
+    if let Some(http) = handler.http_get.as_mut() {
+        default_http_get(http);
+    }
+}
+
+/// HTTP GET action: `path` `/`, `scheme` `HTTP`.
+pub fn default_http_get(http: &mut HTTPGetAction) {
+    set_if_empty(&mut http.path, "/");
+    set_if_empty(&mut http.scheme, "HTTP");
+}
+
+/// Volume: `emptyDir: {}` when no source is given; `defaultMode` 0644 for secret, configMap,
+/// downwardAPI and projected volumes; hostPath `type` `""`.
+pub fn default_volume(volume: &mut Volume) {
+    if *volume == (Volume { name: volume.name.clone(), ..Volume::default() }) {
+        volume.empty_dir = Some(Default::default());
+    }
+    if let Some(s) = volume.secret.as_mut() {
+        s.default_mode.get_or_insert(DEFAULT_VOLUME_MODE);
+    }
+    if let Some(c) = volume.config_map.as_mut() {
+        c.default_mode.get_or_insert(DEFAULT_VOLUME_MODE);
+    }
+    if let Some(d) = volume.downward_api.as_mut() {
+        d.default_mode.get_or_insert(DEFAULT_VOLUME_MODE);
+    }
+    if let Some(p) = volume.projected.as_mut() {
+        p.default_mode.get_or_insert(DEFAULT_VOLUME_MODE);
+    }
+    if let Some(h) = volume.host_path.as_mut() {
+        h.type_.get_or_insert_with(String::new);
+    }
+}
+
+/// Pods only: each limit without a request becomes the request too.
+fn default_requests_from_limits(c: &mut Container) {
+    let Some(resources) = c.resources.as_mut() else { return };
+    let Some(limits) = resources.limits.as_ref().filter(|l| !l.is_empty()) else { return };
+    let requests = resources.requests.get_or_insert_with(BTreeMap::new);
+    for (name, quantity) in limits {
+        requests.entry(name.clone()).or_insert_with(|| quantity.clone());
+    }
+}
+
+/// Deployment: `replicas` 1, strategy `RollingUpdate` with `maxSurge`/`maxUnavailable` `25%`,
+/// `revisionHistoryLimit` 10, `progressDeadlineSeconds` 600, and the template's pod spec
+/// defaults.
+pub fn default_deployment(d: &mut Deployment) {
+    let spec = d.spec.get_or_insert_with(Default::default);
+    spec.replicas.get_or_insert(1);
+    let strategy = spec.strategy.get_or_insert_with(DeploymentStrategy::default);
+    set_if_empty(&mut strategy.type_, "RollingUpdate");
+    if strategy.type_.as_deref() == Some("RollingUpdate") {
+        let rolling = strategy.rolling_update.get_or_insert_with(RollingUpdateDeployment::default);
+        rolling.max_unavailable.get_or_insert_with(|| IntOrString::String("25%".into()));
+        rolling.max_surge.get_or_insert_with(|| IntOrString::String("25%".into()));
+    }
+    spec.revision_history_limit.get_or_insert(10);
+    spec.progress_deadline_seconds.get_or_insert(600);
+    default_template(&mut spec.template);
+}
+
+/// ReplicaSet: `replicas` 1 and the template's pod spec defaults.
+pub fn default_replica_set(rs: &mut ReplicaSet) {
+    let spec = rs.spec.get_or_insert_with(Default::default);
+    spec.replicas.get_or_insert(1);
+    if let Some(template) = spec.template.as_mut() {
+        default_template(template);
+    }
+}
+
+/// Pod template: the pod spec defaults ([`default_pod_spec`]).
+pub fn default_template(template: &mut PodTemplateSpec) {
+    default_pod_spec(template.spec.get_or_insert_with(PodSpec::default));
+}
+
+/// Service: `type` `ClusterIP`, `sessionAffinity` `None` (with a 10800s timeout for
+/// `ClientIP`), ports' `protocol` `TCP` and `targetPort` = `port` when unset,
+/// `internalTrafficPolicy` `Cluster`, `externalTrafficPolicy` `Cluster` for externally
+/// reachable services, `allocateLoadBalancerNodePorts` for load balancers, `ipFamilyPolicy`
+/// `SingleStack` and `ipFamilies` `[IPv4]` (not for ExternalName), `clusterIP`/`clusterIPs`
+/// kept in step, and `status.loadBalancer` `{}`. ClusterIP and nodePort allocation is done
+/// elsewhere.
+pub fn default_service(svc: &mut Service) {
+    let spec = svc.spec.get_or_insert_with(ServiceSpec::default);
+    set_if_empty(&mut spec.type_, "ClusterIP");
+    set_if_empty(&mut spec.session_affinity, "None");
+    if spec.session_affinity.as_deref() == Some("ClientIP") {
+        let config = spec.session_affinity_config.get_or_insert_with(SessionAffinityConfig::default);
+        config.client_ip.get_or_insert_with(ClientIPConfig::default).timeout_seconds.get_or_insert(10800);
+    }
+    for port in spec.ports.iter_mut().flatten() {
+        set_if_empty(&mut port.protocol, "TCP");
+        let unset = match &port.target_port {
+            None => true,
+            Some(IntOrString::Int(n)) => *n == 0,
+            Some(IntOrString::String(s)) => s.is_empty(),
+        };
+        if unset {
+            port.target_port = Some(IntOrString::Int(port.port));
+        }
+    }
+    let kind = spec.type_.clone().unwrap_or_default();
+    let external_ips = spec.external_ips.as_ref().is_some_and(|ips| !ips.is_empty());
+    let externally_accessible = kind == "NodePort" || kind == "LoadBalancer" || (kind == "ClusterIP" && external_ips);
+    if externally_accessible {
+        set_if_empty(&mut spec.external_traffic_policy, "Cluster");
+    }
+    if kind != "ExternalName" {
+        set_if_empty(&mut spec.internal_traffic_policy, "Cluster");
+        set_if_empty(&mut spec.ip_family_policy, "SingleStack");
+        if spec.ip_families.as_ref().is_none_or(Vec::is_empty) {
+            spec.ip_families = Some(vec!["IPv4".into()]);
+        }
+    }
+    if kind == "LoadBalancer" {
+        spec.allocate_load_balancer_node_ports.get_or_insert(true);
+    }
+    match (spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty()), spec.cluster_ips.as_deref().unwrap_or_default()) {
+        (Some(ip), []) => spec.cluster_ips = Some(vec![ip.to_string()]),
+        (None, [first, ..]) => spec.cluster_ip = Some(first.clone()),
+        _ => {}
+    }
+    let status = svc.status.get_or_insert_with(ServiceStatus::default);
+    status.load_balancer.get_or_insert_with(LoadBalancerStatus::default);
+}
+
+/// Endpoints: ports' `protocol` `TCP`.
+pub fn default_endpoints(ep: &mut Endpoints) {
+    for port in ep.subsets.iter_mut().flatten().flat_map(|s| s.ports.iter_mut().flatten()) {
+        set_if_empty(&mut port.protocol, "TCP");
+    }
+}
+
+/// EndpointSlice: ports' `name` `""` and `protocol` `TCP`.
+pub fn default_endpoint_slice(slice: &mut EndpointSlice) {
+    for port in slice.ports.iter_mut().flatten() {
+        port.name.get_or_insert_with(String::new);
+        set_if_empty(&mut port.protocol, "TCP");
+    }
+}
+
+/// Secret: `type` `Opaque`; `stringData` is merged into `data` (winning over it) and cleared,
+/// as Kubernetes does when it decodes a secret.
+pub fn default_secret(secret: &mut Secret) {
+    set_if_empty(&mut secret.type_, "Opaque");
+    if let Some(string_data) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(BTreeMap::new);
+        for (key, value) in string_data {
+            data.insert(key, ByteString(value.into_bytes()));
+        }
+    }
+}
+
+/// Sets `field` to `value` when it is unset or empty.
+fn set_if_empty(field: &mut Option<String>, value: &str) {
+    if field.as_deref().is_none_or(str::is_empty) {
+        *field = Some(value.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{SecretVolumeSource, ServicePort};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn container(image: &str) -> Container {
+        Container { name: "c".into(), image: Some(image.into()), ..Container::default() }
+    }
+
+    fn pod_with(containers: Vec<Container>) -> Pod {
+        Pod { spec: Some(PodSpec { containers, ..PodSpec::default() }), ..Pod::default() }
+    }
+
+    #[test]
+    fn pod_spec_defaults_match_kubernetes() {
+        let mut spec = PodSpec { containers: vec![container("nginx")], ..PodSpec::default() };
+        default_pod_spec(&mut spec);
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
+        assert_eq!(spec.termination_grace_period_seconds, Some(30));
+        assert_eq!(spec.scheduler_name.as_deref(), Some("default-scheduler"));
+        assert_eq!(spec.security_context, Some(PodSecurityContext::default()));
+        assert_eq!(spec.service_account_name, None, "templates get no service account");
+        assert_eq!(spec.enable_service_links, None, "templates get no service links");
+        let c = &spec.containers[0];
+        assert_eq!(c.termination_message_path.as_deref(), Some("/dev/termination-log"));
+        assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
+        assert_eq!(c.resources, Some(ResourceRequirements::default()));
+    }
+
+    #[test]
+    fn explicit_values_are_kept() {
+        let mut spec = PodSpec {
+            containers: vec![Container { image_pull_policy: Some("Never".into()), ..container("nginx") }],
+            restart_policy: Some("Never".into()),
+            termination_grace_period_seconds: Some(5),
+            ..PodSpec::default()
+        };
+        default_pod_spec(&mut spec);
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.termination_grace_period_seconds, Some(5));
+        assert_eq!(spec.containers[0].image_pull_policy.as_deref(), Some("Never"));
+    }
+
+    #[test]
+    fn image_pull_policy_is_always_for_latest_or_untagged_images_and_if_not_present_otherwise() {
+        for (image, policy) in [
+            ("nginx", "Always"),
+            ("nginx:latest", "Always"),
+            ("nginx:1.27", "IfNotPresent"),
+            ("localhost:5000/nginx", "Always"),
+            ("localhost:5000/nginx:1", "IfNotPresent"),
+            ("nginx@sha256:abcd", "IfNotPresent"),
+        ] {
+            let mut c = container(image);
+            default_container(&mut c);
+            assert_eq!(c.image_pull_policy.as_deref(), Some(policy), "{image}");
+        }
+    }
+
+    #[test]
+    fn ports_probes_and_http_get_are_defaulted() {
+        let mut c = container("nginx:1");
+        c.ports = Some(vec![ContainerPort { container_port: 80, ..ContainerPort::default() }]);
+        c.liveness_probe = Some(Probe {
+            http_get: Some(HTTPGetAction { port: IntOrString::Int(80), ..HTTPGetAction::default() }),
+            ..Probe::default()
+        });
+        default_container(&mut c);
+        assert_eq!(c.ports.as_ref().expect("ports")[0].protocol.as_deref(), Some("TCP"));
+        let probe = c.liveness_probe.as_ref().expect("probe");
+        assert_eq!(
+            (probe.timeout_seconds, probe.period_seconds, probe.success_threshold, probe.failure_threshold),
+            (Some(1), Some(10), Some(1), Some(3))
+        );
+        let http = probe.http_get.as_ref().expect("httpGet");
+        assert_eq!((http.scheme.as_deref(), http.path.as_deref()), (Some("HTTP"), Some("/")));
+    }
+
+    #[test]
+    fn pods_get_service_account_service_links_and_admission_defaults() {
+        let mut pod = pod_with(vec![container("nginx")]);
+        default_pod(&mut pod);
+        let spec = pod.spec.as_ref().expect("spec");
+        assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+        assert_eq!(spec.service_account.as_deref(), Some("default"));
+        assert_eq!(spec.enable_service_links, Some(true));
+        assert_eq!(spec.priority, Some(0));
+        assert_eq!(spec.preemption_policy.as_deref(), Some("PreemptLowerPriority"));
+        let tolerations = spec.tolerations.as_ref().expect("tolerations");
+        assert_eq!(tolerations.len(), 2);
+        assert_eq!(tolerations[0].toleration_seconds, Some(300));
+        default_pod(&mut pod);
+        assert_eq!(pod.spec.as_ref().and_then(|s| s.tolerations.as_ref()).map(Vec::len), Some(2), "idempotent");
+    }
+
+    #[test]
+    fn pod_requests_default_to_limits() {
+        let mut c = container("nginx");
+        c.resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([("cpu".to_string(), Quantity("500m".into()))])),
+            ..ResourceRequirements::default()
+        });
+        let mut pod = pod_with(vec![c]);
+        default_pod(&mut pod);
+        let resources = pod.spec.as_ref().expect("spec").containers[0].resources.clone().expect("resources");
+        assert_eq!(resources.requests.expect("requests")["cpu"], Quantity("500m".into()));
+    }
+
+    #[test]
+    fn pod_status_is_pending_on_create_with_a_qos_class() {
+        let mut pod = pod_with(vec![container("nginx")]);
+        default_pod(&mut pod);
+        default_pod_on_create(&mut pod);
+        let status = pod.status.as_ref().expect("status");
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        assert_eq!(status.qos_class.as_deref(), Some("BestEffort"));
+
+        let mut running = pod_with(vec![container("nginx")]);
+        running.status = Some(PodStatus { phase: Some("Running".into()), ..PodStatus::default() });
+        default_pod_on_create(&mut running);
+        assert_eq!(running.status.expect("status").phase.as_deref(), Some("Running"));
+    }
+
+    #[test]
+    fn qos_class_follows_requests_and_limits() {
+        let with = |requests: &[(&str, &str)], limits: &[(&str, &str)]| {
+            let list = |items: &[(&str, &str)]| {
+                Some(items.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect())
+            };
+            let mut c = container("nginx");
+            c.resources =
+                Some(ResourceRequirements { requests: list(requests), limits: list(limits), ..Default::default() });
+            PodSpec { containers: vec![c], ..PodSpec::default() }
+        };
+        assert_eq!(qos_class(&with(&[], &[])), "BestEffort");
+        assert_eq!(qos_class(&with(&[("cpu", "100m")], &[])), "Burstable");
+        assert_eq!(
+            qos_class(&with(&[("cpu", "1"), ("memory", "1Gi")], &[("cpu", "1000m"), ("memory", "1024Mi")])),
+            "Guaranteed"
+        );
+    }
+
+    #[test]
+    fn deployment_defaults_match_kubernetes() {
+        let mut d = Deployment::default();
+        default_deployment(&mut d);
+        let spec = d.spec.as_ref().expect("spec");
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.revision_history_limit, Some(10));
+        assert_eq!(spec.progress_deadline_seconds, Some(600));
+        let strategy = spec.strategy.as_ref().expect("strategy");
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        let rolling = strategy.rolling_update.as_ref().expect("rollingUpdate");
+        assert_eq!(rolling.max_surge, Some(IntOrString::String("25%".into())));
+        assert_eq!(rolling.max_unavailable, Some(IntOrString::String("25%".into())));
+        assert_eq!(spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()), Some("Always"));
+    }
+
+    #[test]
+    fn a_recreate_deployment_gets_no_rolling_update() {
+        let mut d = Deployment::default();
+        d.spec.get_or_insert_with(Default::default).strategy =
+            Some(DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None });
+        default_deployment(&mut d);
+        assert_eq!(d.spec.expect("spec").strategy.expect("strategy").rolling_update, None);
+    }
+
+    #[test]
+    fn replica_set_defaults_to_one_replica() {
+        let mut rs = ReplicaSet::default();
+        default_replica_set(&mut rs);
+        assert_eq!(rs.spec.expect("spec").replicas, Some(1));
+    }
+
+    #[test]
+    fn service_defaults_match_kubernetes() {
+        let mut svc = Service {
+            spec: Some(ServiceSpec {
+                ports: Some(vec![ServicePort { port: 80, ..ServicePort::default() }]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        };
+        default_service(&mut svc);
+        let spec = svc.spec.as_ref().expect("spec");
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(spec.session_affinity.as_deref(), Some("None"));
+        assert_eq!(spec.internal_traffic_policy.as_deref(), Some("Cluster"));
+        assert_eq!(spec.external_traffic_policy, None);
+        assert_eq!(spec.ip_family_policy.as_deref(), Some("SingleStack"));
+        assert_eq!(spec.ip_families, Some(vec!["IPv4".to_string()]));
+        assert_eq!(spec.cluster_ip, None, "allocation is done elsewhere");
+        let port = &spec.ports.as_ref().expect("ports")[0];
+        assert_eq!(port.protocol.as_deref(), Some("TCP"));
+        assert_eq!(port.target_port, Some(IntOrString::Int(80)));
+        assert!(svc.status.and_then(|s| s.load_balancer).is_some());
+    }
+
+    #[test]
+    fn node_port_services_get_an_external_traffic_policy() {
+        let mut svc = Service {
+            spec: Some(ServiceSpec { type_: Some("NodePort".into()), ..ServiceSpec::default() }),
+            ..Service::default()
+        };
+        default_service(&mut svc);
+        assert_eq!(svc.spec.expect("spec").external_traffic_policy.as_deref(), Some("Cluster"));
+    }
+
+    #[test]
+    fn external_name_services_get_no_ip_families() {
+        let mut svc = Service {
+            spec: Some(ServiceSpec { type_: Some("ExternalName".into()), ..ServiceSpec::default() }),
+            ..Service::default()
+        };
+        default_service(&mut svc);
+        let spec = svc.spec.expect("spec");
+        assert_eq!((spec.ip_families, spec.ip_family_policy, spec.internal_traffic_policy), (None, None, None));
+    }
+
+    #[test]
+    fn a_service_update_keeps_the_allocated_cluster_ip_and_node_ports() {
+        let mut old = Service {
+            spec: Some(ServiceSpec {
+                type_: Some("NodePort".into()),
+                cluster_ip: Some("10.96.0.7".into()),
+                ports: Some(vec![ServicePort { port: 80, node_port: Some(30080), ..ServicePort::default() }]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        };
+        default_service(&mut old);
+        let mut new = Service {
+            spec: Some(ServiceSpec {
+                type_: Some("NodePort".into()),
+                ports: Some(vec![ServicePort { port: 80, ..ServicePort::default() }]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        };
+        default_service(&mut new);
+        default_service_on_update(&mut new, &old);
+        let spec = new.spec.expect("spec");
+        assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.7"));
+        assert_eq!(spec.cluster_ips, Some(vec!["10.96.0.7".to_string()]));
+        assert_eq!(spec.ports.expect("ports")[0].node_port, Some(30080));
+    }
+
+    #[test]
+    fn switching_a_service_to_external_name_drops_its_cluster_ip() {
+        let mut old = Service {
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("10.96.0.7".into()),
+                ports: Some(vec![ServicePort { port: 80, ..ServicePort::default() }]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        };
+        default_service(&mut old);
+        let mut new = old.clone();
+        if let Some(spec) = new.spec.as_mut() {
+            spec.type_ = Some("ExternalName".into());
+            spec.external_name = Some("db.example.com".into());
+        }
+        default_service(&mut new);
+        default_service_on_update(&mut new, &old);
+        let spec = new.spec.expect("spec");
+        assert_eq!((spec.cluster_ip, spec.cluster_ips, spec.ip_families), (None, None, None));
+    }
+
+    #[test]
+    fn namespace_is_active_and_gets_the_kubernetes_finalizer_on_create() {
+        let mut ns = Namespace::default();
+        default_namespace(&mut ns);
+        assert_eq!(ns.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Active"));
+        assert_eq!(ns.spec, None, "the finalizer is added on create only");
+        default_namespace_on_create(&mut ns);
+        default_namespace_on_create(&mut ns);
+        assert_eq!(ns.spec.and_then(|s| s.finalizers), Some(vec!["kubernetes".to_string()]));
+    }
+
+    #[test]
+    fn secret_type_defaults_to_opaque_and_string_data_moves_to_data() {
+        let mut secret = Secret {
+            data: Some(BTreeMap::from([("a".to_string(), ByteString(b"old".to_vec()))])),
+            string_data: Some(BTreeMap::from([("a".to_string(), "new".to_string())])),
+            ..Secret::default()
+        };
+        default_secret(&mut secret);
+        assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+        assert_eq!(secret.string_data, None);
+        assert_eq!(secret.data.expect("data")["a"], ByteString(b"new".to_vec()));
+    }
+
+    #[test]
+    fn volumes_without_a_source_become_empty_dirs_and_modes_are_defaulted() {
+        let mut bare = Volume { name: "scratch".into(), ..Volume::default() };
+        default_volume(&mut bare);
+        assert!(bare.empty_dir.is_some());
+        let mut secret = Volume { name: "s".into(), secret: Some(SecretVolumeSource::default()), ..Volume::default() };
+        default_volume(&mut secret);
+        assert_eq!(secret.secret.expect("secret").default_mode, Some(420));
+        assert!(secret.empty_dir.is_none());
+    }
+
+    #[test]
+    fn node_allocatable_defaults_to_capacity() {
+        let capacity = BTreeMap::from([("cpu".to_string(), Quantity("4".into()))]);
+        let mut node = Node {
+            status: Some(k8s_openapi::api::core::v1::NodeStatus {
+                capacity: Some(capacity.clone()),
+                ..Default::default()
+            }),
+            ..Node::default()
+        };
+        default_node(&mut node);
+        assert_eq!(node.status.expect("status").allocatable, Some(capacity));
+    }
+}

@@ -1,0 +1,2187 @@
+//! Kubernetes' validation rules for the served kinds, with Kubernetes' field paths and messages
+//! (kubectl prints them verbatim in `Invalid` errors).
+//!
+//! [`validate`] is the entry point ([`crate::kinds::normalize`] calls it after defaulting, so
+//! fields Kubernetes defaults are expected to be set); the per-kind functions are public for
+//! callers that hold a typed value. Values Kubernetes renders with Go's `%#v` (label maps,
+//! label selectors, string lists) are rendered the same way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, ReplicaSet, ReplicaSetSpec, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ContainerPort, Pod, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret, Service,
+    ServicePort, ServiceSpec, Toleration, Volume,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+
+use crate::field::{FieldError, Reason};
+use crate::kinds::Object;
+use crate::names::{dns1123_label, dns1123_subdomain};
+use crate::resource::ResourceType;
+
+/// The most bytes (keys and values) all annotations of an object may hold.
+pub const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
+/// The most bytes the data of a Secret or ConfigMap may hold.
+pub const MAX_DATA_SIZE: usize = 1024 * 1024;
+
+const FIELD_IMMUTABLE: &str = "field is immutable";
+const IMMUTABLE_WHEN_SET: &str = "field is immutable when `immutable` is set";
+const QUALIFIED_NAME_MESSAGE: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and \
+     end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is \
+     '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE_MESSAGE: &str = "a valid label must be an empty string or consist of alphanumeric characters, \
+     '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or \
+     '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const CONFIG_KEY_MESSAGE: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' \
+     (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+const DNS1035_MESSAGE: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start \
+     with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex \
+     used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+const QUANTITY_MESSAGE: &str =
+    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+const PORT_RANGE_MESSAGE: &str = "must be between 1 and 65535, inclusive";
+const NON_NEGATIVE_MESSAGE: &str = "must be greater than or equal to 0";
+const POD_UPDATABLE_FIELDS: &str = "`spec.containers[*].image`,`spec.initContainers[*].image`,\
+     `spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),\
+     `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/// Validates `new` (decoded and defaulted) as written to `resource`; `old` is the stored
+/// object on update. Returns every error found, metadata first.
+pub fn validate(resource: &ResourceType, new: &Object, old: Option<&Object>) -> Vec<FieldError> {
+    let mut errs = validate_object_meta(new.metadata(), resource.namespaced, name_rule(resource), "metadata");
+    if let Some(old) = old {
+        errs.extend(validate_object_meta_update(new.metadata(), old.metadata(), "metadata"));
+    }
+    macro_rules! old_as {
+        ($variant:ident) => {
+            match old {
+                Some(Object::$variant(o)) => Some(o.as_ref()),
+                _ => None,
+            }
+        };
+    }
+    match new {
+        Object::Pod(pod) => errs.extend(validate_pod(pod, old_as!(Pod))),
+        Object::Deployment(d) => errs.extend(validate_deployment(d, old_as!(Deployment))),
+        Object::ReplicaSet(rs) => errs.extend(validate_replica_set(rs, old_as!(ReplicaSet))),
+        Object::Service(svc) => errs.extend(validate_service(svc, old_as!(Service))),
+        Object::ConfigMap(cm) => errs.extend(validate_config_map(cm, old_as!(ConfigMap))),
+        Object::Secret(secret) => errs.extend(validate_secret(secret, old_as!(Secret))),
+        Object::EndpointSlice(slice) => errs.extend(validate_endpoint_slice(slice, old_as!(EndpointSlice))),
+        Object::Namespace(_)
+        | Object::Node(_)
+        | Object::Endpoints(_)
+        | Object::ServiceAccount(_)
+        | Object::Event(_)
+        | Object::Lease(_)
+        | Object::EventsEvent(_) => {}
+    }
+    errs
+}
+
+/// Which rule an object's name follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// DNS-1123 subdomain (most kinds).
+    Subdomain,
+    /// DNS-1123 label (namespaces).
+    Label,
+    /// DNS-1035 label: a label starting with a letter (services).
+    Dns1035Label,
+}
+
+impl NameRule {
+    /// Kubernetes' messages for every rule `name` breaks.
+    pub fn check(self, name: &str) -> Vec<String> {
+        match self {
+            NameRule::Subdomain => dns1123_subdomain(name),
+            NameRule::Label => dns1123_label(name),
+            NameRule::Dns1035Label => dns1035_label(name),
+        }
+    }
+}
+
+/// The name rule of a resource: namespaces are DNS-1123 labels, services DNS-1035 labels,
+/// everything else DNS-1123 subdomains.
+pub fn name_rule(resource: &ResourceType) -> NameRule {
+    match (resource.group, resource.plural) {
+        ("", "namespaces") => NameRule::Label,
+        ("", "services") => NameRule::Dns1035Label,
+        _ => NameRule::Subdomain,
+    }
+}
+
+/// Checks a DNS-1035 label (`[a-z]([-a-z0-9]*[a-z0-9])?`, at most 63 characters).
+pub fn dns1035_label(name: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    if name.len() > 63 {
+        errors.push("must be no more than 63 characters".to_string());
+    }
+    let b = name.as_bytes();
+    let valid = b.first().is_some_and(u8::is_ascii_lowercase)
+        && b.last().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if !valid {
+        errors.push(DNS1035_MESSAGE.to_string());
+    }
+    errors
+}
+
+/// Object metadata: name present (or `generateName`) and following `rule`, namespace present
+/// and a DNS-1123 label for namespaced kinds, labels and annotations.
+pub fn validate_object_meta(meta: &ObjectMeta, namespaced: bool, rule: NameRule, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let name = meta.name.as_deref().unwrap_or_default();
+    if name.is_empty() {
+        if meta.generate_name.as_deref().is_none_or(str::is_empty) {
+            errs.push(required_with(format!("{path}.name"), "name or generateName is required"));
+        }
+    } else {
+        for msg in rule.check(name) {
+            errs.push(FieldError::invalid(format!("{path}.name"), name, msg));
+        }
+    }
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    if namespaced {
+        if namespace.is_empty() {
+            errs.push(FieldError::required(format!("{path}.namespace")));
+        } else {
+            for msg in dns1123_label(namespace) {
+                errs.push(FieldError::invalid(format!("{path}.namespace"), namespace, msg));
+            }
+        }
+    } else if !namespace.is_empty() {
+        errs.push(FieldError::forbidden(format!("{path}.namespace"), "not allowed on this type"));
+    }
+    errs.extend(validate_labels(meta.labels.as_ref(), &format!("{path}.labels")));
+    errs.extend(validate_annotations(meta.annotations.as_ref(), &format!("{path}.annotations")));
+    errs
+}
+
+/// Metadata on update: name, namespace, uid and creation timestamp may not change (an unset
+/// uid or timestamp in the new object counts as unchanged).
+pub fn validate_object_meta_update(new: &ObjectMeta, old: &ObjectMeta, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    if text(&new.name) != text(&old.name) {
+        errs.push(FieldError::invalid(format!("{path}.name"), text(&new.name), FIELD_IMMUTABLE));
+    }
+    if text(&new.namespace) != text(&old.namespace) {
+        errs.push(FieldError::invalid(format!("{path}.namespace"), text(&new.namespace), FIELD_IMMUTABLE));
+    }
+    if !text(&new.uid).is_empty() && text(&new.uid) != text(&old.uid) {
+        errs.push(FieldError::invalid(format!("{path}.uid"), text(&new.uid), FIELD_IMMUTABLE));
+    }
+    if let (Some(new_ts), Some(old_ts)) = (&new.creation_timestamp, &old.creation_timestamp)
+        && new_ts != old_ts
+    {
+        errs.push(FieldError::invalid(format!("{path}.creationTimestamp"), new_ts, FIELD_IMMUTABLE));
+    }
+    errs
+}
+
+/// Label keys are qualified names, values valid label values; errors are reported at `path`
+/// (`metadata.labels`) with the offending key or value, as Kubernetes does.
+pub fn validate_labels(labels: Option<&BTreeMap<String, String>>, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    for (key, value) in labels.into_iter().flatten() {
+        for msg in qualified_name(key) {
+            errs.push(FieldError::invalid(path, key, msg));
+        }
+        for msg in label_value(value) {
+            errs.push(FieldError::invalid(path, value, msg));
+        }
+    }
+    errs
+}
+
+/// Annotation keys are qualified names (case-insensitive); all annotations together hold at
+/// most [`TOTAL_ANNOTATION_SIZE_LIMIT`] bytes.
+pub fn validate_annotations(annotations: Option<&BTreeMap<String, String>>, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let mut total = 0usize;
+    for (key, value) in annotations.into_iter().flatten() {
+        for msg in qualified_name(&key.to_lowercase()) {
+            errs.push(FieldError::invalid(path, key, msg));
+        }
+        total += key.len() + value.len();
+    }
+    if total > TOTAL_ANNOTATION_SIZE_LIMIT {
+        errs.push(FieldError::too_long(path, TOTAL_ANNOTATION_SIZE_LIMIT));
+    }
+    errs
+}
+
+/// Kubernetes' `IsQualifiedName`: an optional DNS subdomain prefix and `/`, then a name of at
+/// most 63 characters `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`.
+pub fn qualified_name(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    let parts: Vec<&str> = value.split('/').collect();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_string());
+            } else {
+                errs.extend(dns1123_subdomain(prefix).into_iter().map(|m| format!("prefix part {m}")));
+            }
+            *name
+        }
+        _ => {
+            errs.push(format!(
+                "a qualified name {QUALIFIED_NAME_MESSAGE} with an optional DNS subdomain prefix and '/' (e.g. \
+                 'example.com/MyName')"
+            ));
+            return errs;
+        }
+    };
+    if name.is_empty() {
+        errs.push("name part must be non-empty".to_string());
+    } else if name.len() > 63 {
+        errs.push("name part must be no more than 63 characters".to_string());
+    }
+    if !is_qualified_name_part(name) {
+        errs.push(format!("name part {QUALIFIED_NAME_MESSAGE}"));
+    }
+    errs
+}
+
+/// Kubernetes' `IsValidLabelValue`: empty, or at most 63 characters of the qualified-name
+/// charset.
+pub fn label_value(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > 63 {
+        errs.push("must be no more than 63 characters".to_string());
+    }
+    if !value.is_empty() && !is_qualified_name_part(value) {
+        errs.push(LABEL_VALUE_MESSAGE.to_string());
+    }
+    errs
+}
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`.
+fn is_qualified_name_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// Kubernetes' `IsConfigMapKey`: at most 253 characters of `[-._a-zA-Z0-9]`, not `.` or `..`
+/// and not starting with `..`.
+pub fn config_map_key(key: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if key.len() > 253 {
+        errs.push("must be no more than 253 characters".to_string());
+    }
+    if key.is_empty() || !key.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_')) {
+        errs.push(CONFIG_KEY_MESSAGE.to_string());
+    }
+    if key == "." {
+        errs.push("must not be '.'".to_string());
+    } else if key == ".." {
+        errs.push("must not be '..'".to_string());
+    } else if key.starts_with("..") {
+        errs.push("must not start with '..'".to_string());
+    }
+    errs
+}
+
+/// Kubernetes' `IsValidPortNum`.
+fn port_num(port: i64) -> Vec<String> {
+    if (1..=65535).contains(&port) { Vec::new() } else { vec![PORT_RANGE_MESSAGE.to_string()] }
+}
+
+/// Kubernetes' `IsValidPortName` (IANA service names).
+pub fn port_name(name: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if name.len() > 15 {
+        errs.push("must be no more than 15 characters".to_string());
+    }
+    if name.is_empty() || !name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') {
+        errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string());
+    }
+    if !name.bytes().any(|c| c.is_ascii_lowercase()) {
+        errs.push("must contain at least one letter (a-z)".to_string());
+    }
+    if name.contains("--") {
+        errs.push("must not contain consecutive hyphens".to_string());
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        errs.push("must not begin or end with a hyphen".to_string());
+    }
+    errs
+}
+
+/// A port given as a number (1-65535) or an IANA name.
+fn validate_port_num_or_name(port: &IntOrString, path: &str, errs: &mut Vec<FieldError>) {
+    match port {
+        IntOrString::Int(n) => {
+            for msg in port_num(i64::from(*n)) {
+                errs.push(FieldError::invalid(path, n, msg));
+            }
+        }
+        IntOrString::String(s) => {
+            for msg in port_name(s) {
+                errs.push(FieldError::invalid(path, s, msg));
+            }
+        }
+    }
+}
+
+/// `Required value: <detail>`.
+fn required_with(field: impl Into<String>, detail: &str) -> FieldError {
+    FieldError { reason: Reason::FieldValueRequired, field: field.into(), message: format!("Required value: {detail}") }
+}
+
+/// `Invalid value: <rendered>: <detail>`, the value already rendered (Go's `%#v`).
+fn invalid_rendered(field: impl Into<String>, rendered: String, detail: &str) -> FieldError {
+    FieldError {
+        reason: Reason::FieldValueInvalid,
+        field: field.into(),
+        message: format!("Invalid value: {rendered}: {detail}"),
+    }
+}
+
+/// A string as Go's `%q`/`%#v` shows it.
+fn go_quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// A label map as Go's `%#v` shows it: `map[string]string{"app":"web"}`.
+pub fn go_string_map(map: Option<&BTreeMap<String, String>>) -> String {
+    match map {
+        None => "map[string]string(nil)".to_string(),
+        Some(map) => {
+            let entries: Vec<String> = map.iter().map(|(k, v)| format!("{}:{}", go_quote(k), go_quote(v))).collect();
+            format!("map[string]string{{{}}}", entries.join(", "))
+        }
+    }
+}
+
+/// A string list as Go's `%#v` shows it: `[]string{"a", "b"}`.
+fn go_string_slice(items: Option<&[String]>) -> String {
+    match items {
+        None => "[]string(nil)".to_string(),
+        Some(items) => format!("[]string{{{}}}", items.iter().map(|s| go_quote(s)).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// A label selector as Go's `%#v` shows it (`v1.LabelSelector{MatchLabels:..., MatchExpressions:...}`).
+pub fn go_label_selector(selector: &LabelSelector) -> String {
+    let expressions = match &selector.match_expressions {
+        None => "[]v1.LabelSelectorRequirement(nil)".to_string(),
+        Some(list) => {
+            let items: Vec<String> = list
+                .iter()
+                .map(|r| {
+                    format!(
+                        "v1.LabelSelectorRequirement{{Key:{}, Operator:{}, Values:{}}}",
+                        go_quote(&r.key),
+                        go_quote(&r.operator),
+                        go_string_slice(r.values.as_deref())
+                    )
+                })
+                .collect();
+            format!("[]v1.LabelSelectorRequirement{{{}}}", items.join(", "))
+        }
+    };
+    format!(
+        "v1.LabelSelector{{MatchLabels:{}, MatchExpressions:{expressions}}}",
+        go_string_map(selector.match_labels.as_ref())
+    )
+}
+
+/// `field` is a non-negative number.
+fn non_negative(value: Option<impl Into<i64> + Copy + Serialize>, field: &str, errs: &mut Vec<FieldError>) {
+    if let Some(v) = value
+        && v.into() < 0
+    {
+        errs.push(FieldError::invalid(field, v, NON_NEGATIVE_MESSAGE));
+    }
+}
+
+/// `field` is set and one of `supported`.
+fn one_of(value: Option<&str>, field: &str, supported: &[&str], errs: &mut Vec<FieldError>) {
+    match value {
+        None | Some("") => errs.push(FieldError::required(field)),
+        Some(v) if supported.contains(&v) => {}
+        Some(v) => errs.push(FieldError::not_supported(field, v, supported)),
+    }
+}
+
+/// `field`, when set, is one of `supported`.
+fn optional_one_of(value: Option<&str>, field: &str, supported: &[&str], errs: &mut Vec<FieldError>) {
+    if let Some(v) = value.filter(|v| !v.is_empty())
+        && !supported.contains(&v)
+    {
+        errs.push(FieldError::not_supported(field, v, supported));
+    }
+}
+
+/// Pod: the pod spec ([`validate_pod_spec`]) and, on update, what a pod update may change.
+pub fn validate_pod(pod: &Pod, old: Option<&Pod>) -> Vec<FieldError> {
+    let empty = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&empty);
+    let mut errs = validate_pod_spec(spec, "spec");
+    if let Some(old) = old {
+        errs.extend(validate_pod_spec_update(spec, old.spec.as_ref().unwrap_or(&empty), "spec"));
+    }
+    errs
+}
+
+/// A pod spec at `path` (`spec`, `spec.template.spec`): volumes, containers (at least one;
+/// names DNS-1123 labels and unique; image; ports; resources; probes), restart and DNS
+/// policy, deadlines, node selector, service account, hostname, tolerations.
+pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let mut volume_names = BTreeSet::new();
+    for (i, volume) in spec.volumes.iter().flatten().enumerate() {
+        validate_volume(volume, &format!("{path}.volumes[{i}]"), &mut volume_names, &mut errs);
+    }
+    let mut names = BTreeSet::new();
+    let init = spec.init_containers.as_deref().unwrap_or_default();
+    validate_containers(init, &format!("{path}.initContainers"), &mut names, &mut errs);
+    if spec.containers.is_empty() {
+        errs.push(FieldError::required(format!("{path}.containers")));
+    } else {
+        validate_containers(&spec.containers, &format!("{path}.containers"), &mut names, &mut errs);
+    }
+    one_of(
+        spec.restart_policy.as_deref(),
+        &format!("{path}.restartPolicy"),
+        &["Always", "OnFailure", "Never"],
+        &mut errs,
+    );
+    one_of(
+        spec.dns_policy.as_deref(),
+        &format!("{path}.dnsPolicy"),
+        &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
+        &mut errs,
+    );
+    if let Some(deadline) = spec.active_deadline_seconds
+        && !(1..=i64::from(i32::MAX)).contains(&deadline)
+    {
+        errs.push(FieldError::invalid(
+            format!("{path}.activeDeadlineSeconds"),
+            deadline,
+            "must be between 1 and 2147483647, inclusive",
+        ));
+    }
+    errs.extend(validate_labels(spec.node_selector.as_ref(), &format!("{path}.nodeSelector")));
+    if let Some(sa) = spec.service_account_name.as_deref().filter(|s| !s.is_empty()) {
+        for msg in dns1123_subdomain(sa) {
+            errs.push(FieldError::invalid(format!("{path}.serviceAccountName"), sa, msg));
+        }
+    }
+    for (field, value) in [("hostname", &spec.hostname), ("subdomain", &spec.subdomain)] {
+        if let Some(value) = value.as_deref().filter(|s| !s.is_empty()) {
+            for msg in dns1123_label(value) {
+                errs.push(FieldError::invalid(format!("{path}.{field}"), value, msg));
+            }
+        }
+    }
+    for (i, toleration) in spec.tolerations.iter().flatten().enumerate() {
+        validate_toleration(toleration, &format!("{path}.tolerations[{i}]"), &mut errs);
+    }
+    errs
+}
+
+/// A volume: name required, a DNS-1123 label, unique.
+fn validate_volume<'a>(volume: &'a Volume, path: &str, names: &mut BTreeSet<&'a str>, errs: &mut Vec<FieldError>) {
+    if volume.name.is_empty() {
+        errs.push(FieldError::required(format!("{path}.name")));
+        return;
+    }
+    for msg in dns1123_label(&volume.name) {
+        errs.push(FieldError::invalid(format!("{path}.name"), &volume.name, msg));
+    }
+    if !names.insert(&volume.name) {
+        errs.push(FieldError::duplicate(format!("{path}.name"), &volume.name));
+    }
+}
+
+/// Containers at `path`; `names` collects names across init and regular containers.
+fn validate_containers<'a>(
+    containers: &'a [Container],
+    path: &str,
+    names: &mut BTreeSet<&'a str>,
+    errs: &mut Vec<FieldError>,
+) {
+    for (i, c) in containers.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if c.name.is_empty() {
+            errs.push(FieldError::required(format!("{p}.name")));
+        } else {
+            for msg in dns1123_label(&c.name) {
+                errs.push(FieldError::invalid(format!("{p}.name"), &c.name, msg));
+            }
+            if !names.insert(&c.name) {
+                errs.push(FieldError::duplicate(format!("{p}.name"), &c.name));
+            }
+        }
+        match c.image.as_deref() {
+            None | Some("") => errs.push(FieldError::required(format!("{p}.image"))),
+            Some(image) if image.trim() != image => errs.push(FieldError::invalid(
+                format!("{p}.image"),
+                image,
+                "must not have leading or trailing whitespace",
+            )),
+            Some(_) => {}
+        }
+        one_of(
+            c.image_pull_policy.as_deref(),
+            &format!("{p}.imagePullPolicy"),
+            &["Always", "IfNotPresent", "Never"],
+            errs,
+        );
+        match c.termination_message_policy.as_deref() {
+            Some("File" | "FallbackToLogsOnError") => {}
+            None | Some("") => errs.push(required_with(
+                format!("{p}.terminationMessagePolicy"),
+                "must be 'File' or 'FallbackToLogsOnError'",
+            )),
+            Some(other) => errs.push(FieldError::invalid(
+                format!("{p}.terminationMessagePolicy"),
+                other,
+                "must be 'File' or 'FallbackToLogsOnError'",
+            )),
+        }
+        validate_container_ports(c.ports.as_deref().unwrap_or_default(), &format!("{p}.ports"), errs);
+        for (j, env) in c.env.iter().flatten().enumerate() {
+            if env.name.is_empty() {
+                errs.push(FieldError::required(format!("{p}.env[{j}].name")));
+            } else if !env.name.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'=') {
+                errs.push(FieldError::invalid(
+                    format!("{p}.env[{j}].name"),
+                    &env.name,
+                    "a valid environment variable name must consist only of printable ASCII characters other \
+                     than '='",
+                ));
+            }
+        }
+        for (j, mount) in c.volume_mounts.iter().flatten().enumerate() {
+            if mount.name.is_empty() {
+                errs.push(FieldError::required(format!("{p}.volumeMounts[{j}].name")));
+            }
+            if mount.mount_path.is_empty() {
+                errs.push(FieldError::required(format!("{p}.volumeMounts[{j}].mountPath")));
+            }
+        }
+        if let Some(resources) = &c.resources {
+            validate_resources(resources, &format!("{p}.resources"), errs);
+        }
+        let probes = [
+            ("livenessProbe", &c.liveness_probe, true),
+            ("readinessProbe", &c.readiness_probe, false),
+            ("startupProbe", &c.startup_probe, true),
+        ];
+        for (field, probe, once) in probes {
+            if let Some(probe) = probe {
+                validate_probe(probe, &format!("{p}.{field}"), once, errs);
+            }
+        }
+    }
+}
+
+/// A container's ports: names valid and unique, containerPort required and in range,
+/// hostPort in range, protocol one of SCTP/TCP/UDP.
+fn validate_container_ports(ports: &[ContainerPort], path: &str, errs: &mut Vec<FieldError>) {
+    let mut names = BTreeSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty()) {
+            let msgs = port_name(name);
+            if msgs.is_empty() && !names.insert(name) {
+                errs.push(FieldError::duplicate(format!("{p}.name"), name));
+            }
+            for msg in msgs {
+                errs.push(FieldError::invalid(format!("{p}.name"), name, msg));
+            }
+        }
+        if port.container_port == 0 {
+            errs.push(FieldError::required(format!("{p}.containerPort")));
+        } else {
+            for msg in port_num(i64::from(port.container_port)) {
+                errs.push(FieldError::invalid(format!("{p}.containerPort"), port.container_port, msg));
+            }
+        }
+        if let Some(host_port) = port.host_port.filter(|h| *h != 0) {
+            for msg in port_num(i64::from(host_port)) {
+                errs.push(FieldError::invalid(format!("{p}.hostPort"), host_port, msg));
+            }
+        }
+        one_of(port.protocol.as_deref(), &format!("{p}.protocol"), &["SCTP", "TCP", "UDP"], errs);
+    }
+}
+
+/// Requests and limits: valid, non-negative quantities, and no request above its limit.
+fn validate_resources(resources: &ResourceRequirements, path: &str, errs: &mut Vec<FieldError>) {
+    fn parse_all<'a>(
+        list: Option<&'a BTreeMap<String, Quantity>>,
+        path: &str,
+        errs: &mut Vec<FieldError>,
+    ) -> BTreeMap<&'a str, (i128, &'a str)> {
+        let mut parsed = BTreeMap::new();
+        for (name, quantity) in list.into_iter().flatten() {
+            match parse_quantity(&quantity.0) {
+                None => errs.push(FieldError::invalid(format!("{path}[{name}]"), &quantity.0, QUANTITY_MESSAGE)),
+                Some(v) if v < 0 => {
+                    errs.push(FieldError::invalid(format!("{path}[{name}]"), &quantity.0, NON_NEGATIVE_MESSAGE))
+                }
+                Some(v) => {
+                    parsed.insert(name.as_str(), (v, quantity.0.as_str()));
+                }
+            }
+        }
+        parsed
+    }
+    let limits = parse_all(resources.limits.as_ref(), &format!("{path}.limits"), errs);
+    let requests = parse_all(resources.requests.as_ref(), &format!("{path}.requests"), errs);
+    for (name, (request, shown)) in &requests {
+        if let Some((limit, limit_shown)) = limits.get(name)
+            && request > limit
+        {
+            errs.push(FieldError::invalid(
+                format!("{path}.requests"),
+                shown,
+                format!("must be less than or equal to {name} limit of {limit_shown}"),
+            ));
+        }
+    }
+}
+
+/// A probe: exactly one handler, non-negative numbers, success threshold 1 for liveness and
+/// startup probes, HTTP GET and TCP ports valid.
+fn validate_probe(probe: &Probe, path: &str, succeed_once: bool, errs: &mut Vec<FieldError>) {
+    let handlers = [
+        ("exec", probe.exec.is_some()),
+        ("httpGet", probe.http_get.is_some()),
+        ("tcpSocket", probe.tcp_socket.is_some()),
+        ("grpc", probe.grpc.is_some()),
+    ];
+    let mut set = handlers.iter().filter(|(_, on)| *on).map(|(name, _)| *name);
+    if set.next().is_none() {
+        errs.push(required_with(path, "must specify a handler type"));
+    }
+    for extra in set {
+        errs.push(FieldError::forbidden(format!("{path}.{extra}"), "may not specify more than 1 handler type"));
+    }
+    for (field, value) in [
+        ("initialDelaySeconds", probe.initial_delay_seconds),
+        ("timeoutSeconds", probe.timeout_seconds),
+        ("periodSeconds", probe.period_seconds),
+        ("successThreshold", probe.success_threshold),
+        ("failureThreshold", probe.failure_threshold),
+    ] {
+        non_negative(value, &format!("{path}.{field}"), errs);
+    }
+    if succeed_once && let Some(threshold) = probe.success_threshold.filter(|t| *t != 1) {
+        errs.push(FieldError::invalid(format!("{path}.successThreshold"), threshold, "must be 1"));
+    }
+    if let Some(http) = &probe.http_get {
+        validate_port_num_or_name(&http.port, &format!("{path}.httpGet.port"), errs);
+        optional_one_of(http.scheme.as_deref(), &format!("{path}.httpGet.scheme"), &["HTTP", "HTTPS"], errs);
+    }
+    if let Some(tcp) = &probe.tcp_socket {
+        validate_port_num_or_name(&tcp.port, &format!("{path}.tcpSocket.port"), errs);
+    }
+}
+
+/// A toleration: operator Equal/Exists (Exists when the key is empty, no value with Exists),
+/// key a label name, value a label value, effect a taint effect.
+fn validate_toleration(t: &Toleration, path: &str, errs: &mut Vec<FieldError>) {
+    let key = t.key.as_deref().unwrap_or_default();
+    let operator = t.operator.as_deref().unwrap_or_default();
+    let value = t.value.as_deref().unwrap_or_default();
+    if !key.is_empty() {
+        for msg in qualified_name(key) {
+            errs.push(FieldError::invalid(format!("{path}.key"), key, msg));
+        }
+    } else if operator != "Exists" {
+        errs.push(FieldError::invalid(
+            format!("{path}.operator"),
+            operator,
+            "operator must be Exists when `key` is empty, which means \"match all values and all keys\"",
+        ));
+    }
+    match operator {
+        "" | "Equal" => {
+            let msgs = label_value(value);
+            if !msgs.is_empty() {
+                errs.push(FieldError::invalid(format!("{path}.value"), value, msgs.join(";")));
+            }
+        }
+        "Exists" if !value.is_empty() => errs.push(FieldError::invalid(
+            format!("{path}.operator"),
+            t,
+            "value must be empty when `operator` is 'Exists'",
+        )),
+        "Exists" => {}
+        other => errs.push(FieldError::not_supported(format!("{path}.operator"), other, &["Equal", "Exists"])),
+    }
+    optional_one_of(
+        t.effect.as_deref(),
+        &format!("{path}.effect"),
+        &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+        errs,
+    );
+}
+
+/// What a pod update may change: container and init container images, a lowered or added
+/// `activeDeadlineSeconds`, added tolerations, and `terminationGracePeriodSeconds` from a
+/// negative value to 1. Anything else is `spec: Forbidden: pod updates may not change fields
+/// other than ...`, followed by the fields that changed.
+pub fn validate_pod_spec_update(new: &PodSpec, old: &PodSpec, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let deadline_path = format!("{path}.activeDeadlineSeconds");
+    match (new.active_deadline_seconds, old.active_deadline_seconds) {
+        (Some(n), _) if !(0..=i64::from(i32::MAX)).contains(&n) => {
+            errs.push(FieldError::invalid(deadline_path, n, "must be between 0 and 2147483647, inclusive"));
+            return errs;
+        }
+        (Some(n), Some(o)) if o < n => {
+            errs.push(FieldError::invalid(deadline_path, n, "must be less than or equal to previous value"));
+            return errs;
+        }
+        (None, Some(_)) => errs.push(FieldError::invalid(
+            deadline_path,
+            None::<i64>,
+            "must not update from a positive integer to nil value",
+        )),
+        _ => {}
+    }
+    let new_tolerations = new.tolerations.as_deref().unwrap_or_default();
+    for old_toleration in old.tolerations.iter().flatten() {
+        let kept = new_tolerations.iter().any(|n| {
+            let mut o = old_toleration.clone();
+            o.toleration_seconds = n.toleration_seconds;
+            o == *n
+        });
+        if !kept {
+            errs.push(FieldError::forbidden(
+                format!("{path}.tolerations"),
+                "existing toleration can not be modified except its tolerationSeconds",
+            ));
+            break;
+        }
+    }
+
+    let mut munged = new.clone();
+    for (c, o) in munged.containers.iter_mut().zip(&old.containers) {
+        c.image.clone_from(&o.image);
+    }
+    if let (Some(new_init), Some(old_init)) = (munged.init_containers.as_mut(), old.init_containers.as_ref()) {
+        for (c, o) in new_init.iter_mut().zip(old_init) {
+            c.image.clone_from(&o.image);
+        }
+    }
+    munged.active_deadline_seconds = old.active_deadline_seconds;
+    munged.tolerations.clone_from(&old.tolerations);
+    if old.termination_grace_period_seconds.is_some_and(|t| t < 0) && munged.termination_grace_period_seconds == Some(1)
+    {
+        munged.termination_grace_period_seconds = old.termination_grace_period_seconds;
+    }
+    if munged != *old {
+        let mut diff = Vec::new();
+        let (old_json, new_json) = (serde_json::to_value(old), serde_json::to_value(&munged));
+        if let (Ok(old_json), Ok(new_json)) = (old_json, new_json) {
+            json_diff(&old_json, &new_json, &mut path.to_string(), &mut diff);
+        }
+        errs.push(FieldError::forbidden(
+            path,
+            format!("pod updates may not change fields other than {POD_UPDATABLE_FIELDS}\n{}", diff.join("\n")),
+        ));
+    }
+    errs
+}
+
+/// Lines `- path: old` / `+ path: new` for each differing leaf (at most 20 lines).
+fn json_diff(old: &serde_json::Value, new: &serde_json::Value, path: &mut String, out: &mut Vec<String>) {
+    use serde_json::Value;
+    if out.len() >= 20 || old == new {
+        return;
+    }
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let len = path.len();
+                let _ = write!(path, ".{key}");
+                json_diff(a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null), path, out);
+                path.truncate(len);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                let len = path.len();
+                let _ = write!(path, "[{i}]");
+                json_diff(x, y, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {
+            if !old.is_null() {
+                out.push(format!("- {path}: {old}"));
+            }
+            if !new.is_null() {
+                out.push(format!("+ {path}: {new}"));
+            }
+        }
+    }
+}
+
+/// Whether `labels` satisfy `selector` (match labels and expressions). An expression with an
+/// unknown operator matches nothing.
+pub fn selector_matches(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let get = |key: &str| labels.and_then(|l| l.get(key));
+    let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| get(k) == Some(v));
+    labels_ok
+        && selector.match_expressions.iter().flatten().all(|r| {
+            let values = r.values.as_deref().unwrap_or_default();
+            let value = get(&r.key);
+            match r.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
+}
+
+/// A label selector: expressions with a valid operator and the values it needs, keys label
+/// names, match labels valid labels.
+pub fn validate_label_selector(selector: &LabelSelector, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    for (i, r) in selector.match_expressions.iter().flatten().enumerate() {
+        let p = format!("{path}.matchExpressions[{i}]");
+        let has_values = r.values.as_ref().is_some_and(|v| !v.is_empty());
+        match r.operator.as_str() {
+            "In" | "NotIn" if !has_values => {
+                errs.push(required_with(format!("{p}.values"), "must be specified when `operator` is 'In' or 'NotIn'"))
+            }
+            "Exists" | "DoesNotExist" if has_values => errs.push(FieldError::forbidden(
+                format!("{p}.values"),
+                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => errs.push(FieldError::invalid(format!("{p}.operator"), other, "not a valid selector operator")),
+        }
+        for msg in qualified_name(&r.key) {
+            errs.push(FieldError::invalid(format!("{p}.key"), &r.key, msg));
+        }
+    }
+    errs.extend(validate_labels(selector.match_labels.as_ref(), &format!("{path}.matchLabels")));
+    errs
+}
+
+/// The selector of a deployment or replica set: required, valid, not empty.
+fn validate_workload_selector(selector: &LabelSelector, path: &str, errs: &mut Vec<FieldError>) {
+    if selector.match_labels.is_none() && selector.match_expressions.is_none() {
+        errs.push(FieldError::required(path));
+        return;
+    }
+    errs.extend(validate_label_selector(selector, path));
+    let count = selector.match_labels.as_ref().map_or(0, BTreeMap::len)
+        + selector.match_expressions.as_ref().map_or(0, Vec::len);
+    if count == 0 {
+        errs.push(invalid_rendered(path, go_label_selector(selector), "empty selector is invalid for deployment"));
+    }
+}
+
+/// The pod template of a deployment or replica set: labels matched by the selector, valid
+/// metadata and pod spec, `restartPolicy` `Always`, no `activeDeadlineSeconds`.
+fn validate_workload_template(
+    template: &PodTemplateSpec,
+    selector: &LabelSelector,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    let meta = template.metadata.as_ref();
+    let labels = meta.and_then(|m| m.labels.as_ref());
+    let unset = selector.match_labels.is_none() && selector.match_expressions.is_none();
+    let empty = selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+        && selector.match_expressions.as_ref().is_none_or(Vec::is_empty);
+    if unset || (!empty && !selector_matches(selector, labels)) {
+        errs.push(invalid_rendered(
+            format!("{path}.metadata.labels"),
+            go_string_map(labels),
+            "`selector` does not match template `labels`",
+        ));
+    }
+    errs.extend(validate_labels(labels, &format!("{path}.metadata.labels")));
+    errs.extend(validate_annotations(
+        meta.and_then(|m| m.annotations.as_ref()),
+        &format!("{path}.metadata.annotations"),
+    ));
+    let empty_spec = PodSpec::default();
+    let spec = template.spec.as_ref().unwrap_or(&empty_spec);
+    errs.extend(validate_pod_spec(spec, &format!("{path}.spec")));
+    if let Some(policy) = spec.restart_policy.as_deref().filter(|p| *p != "Always") {
+        errs.push(FieldError::not_supported(format!("{path}.spec.restartPolicy"), policy, &["Always"]));
+    }
+    if spec.active_deadline_seconds.is_some() {
+        errs.push(FieldError::forbidden(
+            format!("{path}.spec.activeDeadlineSeconds"),
+            "activeDeadlineSeconds in ReplicaSet is not Supported",
+        ));
+    }
+}
+
+/// `spec.selector` may not change (apps/v1).
+fn selector_immutable(new: &LabelSelector, old: &LabelSelector, errs: &mut Vec<FieldError>) {
+    let normal = |s: &LabelSelector| {
+        (s.match_labels.clone().unwrap_or_default(), s.match_expressions.clone().unwrap_or_default())
+    };
+    if normal(new) != normal(old) {
+        errs.push(invalid_rendered("spec.selector", go_label_selector(new), FIELD_IMMUTABLE));
+    }
+}
+
+/// Deployment: replicas ≥ 0, selector, template, strategy, history and deadline numbers; on
+/// update the selector is immutable.
+pub fn validate_deployment(d: &Deployment, old: Option<&Deployment>) -> Vec<FieldError> {
+    let empty = DeploymentSpec::default();
+    let spec = d.spec.as_ref().unwrap_or(&empty);
+    let mut errs = Vec::new();
+    non_negative(spec.replicas, "spec.replicas", &mut errs);
+    validate_workload_selector(&spec.selector, "spec.selector", &mut errs);
+    validate_workload_template(&spec.template, &spec.selector, "spec.template", &mut errs);
+    if let Some(strategy) = &spec.strategy {
+        validate_strategy(strategy, "spec.strategy", &mut errs);
+    }
+    non_negative(spec.min_ready_seconds, "spec.minReadySeconds", &mut errs);
+    non_negative(spec.revision_history_limit, "spec.revisionHistoryLimit", &mut errs);
+    if let Some(deadline) = spec.progress_deadline_seconds {
+        non_negative(Some(deadline), "spec.progressDeadlineSeconds", &mut errs);
+        if deadline <= spec.min_ready_seconds.unwrap_or_default() {
+            errs.push(FieldError::invalid(
+                "spec.progressDeadlineSeconds",
+                deadline,
+                "must be greater than minReadySeconds",
+            ));
+        }
+    }
+    if let Some(old) = old {
+        let old_selector = old.spec.as_ref().map(|s| &s.selector).unwrap_or(&empty.selector);
+        selector_immutable(&spec.selector, old_selector, &mut errs);
+    }
+    errs
+}
+
+/// A deployment strategy: `Recreate` (without `rollingUpdate`) or `RollingUpdate` (with valid
+/// `maxSurge`/`maxUnavailable`, not both 0).
+fn validate_strategy(strategy: &DeploymentStrategy, path: &str, errs: &mut Vec<FieldError>) {
+    match strategy.type_.as_deref() {
+        Some("Recreate") => {
+            if strategy.rolling_update.is_some() {
+                errs.push(FieldError::forbidden(
+                    format!("{path}.rollingUpdate"),
+                    "may not be specified when strategy `type` is 'Recreate'",
+                ));
+            }
+        }
+        Some("RollingUpdate") => match &strategy.rolling_update {
+            None => {
+                errs.push(required_with(format!("{path}.rollingUpdate"), "this should be defaulted and never be nil"))
+            }
+            Some(rolling) => validate_rolling_update(rolling, &format!("{path}.rollingUpdate"), errs),
+        },
+        other => errs.push(FieldError::not_supported(
+            format!("{path}.type"),
+            other.unwrap_or_default(),
+            &["Recreate", "RollingUpdate"],
+        )),
+    }
+}
+
+/// `maxSurge` and `maxUnavailable`: non-negative numbers or percentages, not both 0,
+/// `maxUnavailable` at most 100%.
+fn validate_rolling_update(rolling: &RollingUpdateDeployment, path: &str, errs: &mut Vec<FieldError>) {
+    let unavailable_path = format!("{path}.maxUnavailable");
+    let zero = IntOrString::Int(0);
+    let unavailable = rolling.max_unavailable.as_ref().unwrap_or(&zero);
+    let surge = rolling.max_surge.as_ref().unwrap_or(&zero);
+    validate_int_or_percent(unavailable, &unavailable_path, errs);
+    validate_int_or_percent(surge, &format!("{path}.maxSurge"), errs);
+    if int_or_percent_value(unavailable) == 0 && int_or_percent_value(surge) == 0 {
+        errs.push(FieldError::invalid(&unavailable_path, unavailable, "may not be 0 when `maxSurge` is 0"));
+    }
+    if let IntOrString::String(s) = unavailable
+        && s.ends_with('%')
+        && int_or_percent_value(unavailable) > 100
+    {
+        errs.push(FieldError::invalid(&unavailable_path, unavailable, "must not be greater than 100%"));
+    }
+}
+
+/// A non-negative integer or a `[0-9]+%` percentage.
+fn validate_int_or_percent(value: &IntOrString, path: &str, errs: &mut Vec<FieldError>) {
+    match value {
+        IntOrString::Int(n) => non_negative(Some(*n), path, errs),
+        IntOrString::String(s) => {
+            let digits = s.strip_suffix('%').unwrap_or_default();
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                errs.push(FieldError::invalid(
+                    path,
+                    value,
+                    "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or \
+                     '93%', regex used for validation is '[0-9]+%')",
+                ));
+            }
+        }
+    }
+}
+
+/// The number an int-or-percent holds (0 when it does not parse).
+fn int_or_percent_value(value: &IntOrString) -> i64 {
+    match value {
+        IntOrString::Int(n) => i64::from(*n),
+        IntOrString::String(s) => s.strip_suffix('%').unwrap_or(s).parse().unwrap_or(0),
+    }
+}
+
+/// ReplicaSet: replicas ≥ 0, selector, template; on update the selector is immutable.
+pub fn validate_replica_set(rs: &ReplicaSet, old: Option<&ReplicaSet>) -> Vec<FieldError> {
+    let empty = ReplicaSetSpec::default();
+    let spec = rs.spec.as_ref().unwrap_or(&empty);
+    let mut errs = Vec::new();
+    non_negative(spec.replicas, "spec.replicas", &mut errs);
+    non_negative(spec.min_ready_seconds, "spec.minReadySeconds", &mut errs);
+    validate_workload_selector(&spec.selector, "spec.selector", &mut errs);
+    let empty_template = PodTemplateSpec::default();
+    let template = spec.template.as_ref().unwrap_or(&empty_template);
+    validate_workload_template(template, &spec.selector, "spec.template", &mut errs);
+    if let Some(old) = old {
+        let old_selector = old.spec.as_ref().map(|s| &s.selector).unwrap_or(&empty.selector);
+        selector_immutable(&spec.selector, old_selector, &mut errs);
+    }
+    errs
+}
+
+/// Service: type, ports (required unless headless or ExternalName; numbers, protocols,
+/// names unique and required when several), nodePorts only for NodePort/LoadBalancer,
+/// externalName, clusterIP, selector and policies; on update a set clusterIP may not change.
+pub fn validate_service(svc: &Service, old: Option<&Service>) -> Vec<FieldError> {
+    let empty = ServiceSpec::default();
+    let spec = svc.spec.as_ref().unwrap_or(&empty);
+    let mut errs = Vec::new();
+    let kind = spec.type_.as_deref().unwrap_or_default();
+    let cluster_ip = spec.cluster_ip.as_deref().unwrap_or_default();
+    let headless = cluster_ip == "None";
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    match kind {
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName" => {}
+        other => errs.push(FieldError::not_supported(
+            "spec.type",
+            other,
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        )),
+    }
+    if kind == "ExternalName" {
+        if !cluster_ip.is_empty() || spec.cluster_ips.as_ref().is_some_and(|ips| !ips.is_empty()) {
+            errs.push(FieldError::forbidden("spec.clusterIPs", "may not be set for ExternalName services"));
+        }
+        match spec.external_name.as_deref() {
+            None | Some("") => errs.push(FieldError::required("spec.externalName")),
+            Some(name) => {
+                for msg in dns1123_subdomain(name.strip_suffix('.').unwrap_or(name)) {
+                    errs.push(FieldError::invalid("spec.externalName", name, msg));
+                }
+            }
+        }
+    }
+    if ports.is_empty() && !headless && kind != "ExternalName" {
+        errs.push(FieldError::required("spec.ports"));
+    }
+    let mut names = BTreeSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        validate_service_port(port, ports.len() > 1, &mut names, &format!("spec.ports[{i}]"), &mut errs);
+        if let Some(node_port) = port.node_port.filter(|n| *n != 0) {
+            if kind == "ClusterIP" || kind == "ExternalName" {
+                errs.push(FieldError::forbidden(
+                    format!("spec.ports[{i}].nodePort"),
+                    format!("may not be used when `type` is '{kind}'"),
+                ));
+            } else {
+                for msg in port_num(i64::from(node_port)) {
+                    errs.push(FieldError::invalid(format!("spec.ports[{i}].nodePort"), node_port, msg));
+                }
+            }
+        }
+    }
+    errs.extend(validate_labels(spec.selector.as_ref(), "spec.selector"));
+    optional_one_of(spec.session_affinity.as_deref(), "spec.sessionAffinity", &["ClientIP", "None"], &mut errs);
+    if !cluster_ip.is_empty() && !headless && cluster_ip.parse::<std::net::IpAddr>().is_err() {
+        errs.push(FieldError::invalid(
+            "spec.clusterIPs[0]",
+            cluster_ip,
+            "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+        ));
+    }
+    if let (false, Some(first)) = (cluster_ip.is_empty(), spec.cluster_ips.as_ref().and_then(|ips| ips.first()))
+        && first != cluster_ip
+    {
+        errs.push(invalid_rendered(
+            "spec.clusterIPs[0]",
+            go_string_slice(spec.cluster_ips.as_deref()),
+            "first value must match `clusterIP`",
+        ));
+    }
+    if headless && (kind == "NodePort" || kind == "LoadBalancer") {
+        errs.push(FieldError::invalid(
+            "spec.clusterIPs[0]",
+            "None",
+            format!("may not be set to 'None' for {kind} services"),
+        ));
+    }
+    optional_one_of(
+        spec.internal_traffic_policy.as_deref(),
+        "spec.internalTrafficPolicy",
+        &["Cluster", "Local"],
+        &mut errs,
+    );
+    optional_one_of(
+        spec.external_traffic_policy.as_deref(),
+        "spec.externalTrafficPolicy",
+        &["Cluster", "Local"],
+        &mut errs,
+    );
+    optional_one_of(
+        spec.ip_family_policy.as_deref(),
+        "spec.ipFamilyPolicy",
+        &["PreferDualStack", "RequireDualStack", "SingleStack"],
+        &mut errs,
+    );
+    for (i, family) in spec.ip_families.iter().flatten().enumerate() {
+        optional_one_of(Some(family), &format!("spec.ipFamilies[{i}]"), &["IPv4", "IPv6"], &mut errs);
+    }
+    if let Some(old) = old {
+        let old_spec = old.spec.as_ref().unwrap_or(&empty);
+        let old_kind = old_spec.type_.as_deref().unwrap_or_default();
+        let old_ip = old_spec.cluster_ip.as_deref().unwrap_or_default();
+        if old_kind != "ExternalName"
+            && kind != "ExternalName"
+            && !old_ip.is_empty()
+            && !cluster_ip.is_empty()
+            && old_ip != cluster_ip
+        {
+            let shown = match spec.cluster_ips.as_deref() {
+                Some(ips) if !ips.is_empty() => go_string_slice(Some(ips)),
+                _ => go_string_slice(Some(&[cluster_ip.to_string()])),
+            };
+            errs.push(invalid_rendered("spec.clusterIPs[0]", shown, "may not change once set"));
+        }
+    }
+    errs
+}
+
+/// One service port: name (required when several ports; DNS-1123 label; unique), port number,
+/// protocol, targetPort.
+fn validate_service_port<'a>(
+    port: &'a ServicePort,
+    require_name: bool,
+    names: &mut BTreeSet<&'a str>,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    let name = port.name.as_deref().unwrap_or_default();
+    if require_name && name.is_empty() {
+        errs.push(FieldError::required(format!("{path}.name")));
+    } else if !name.is_empty() {
+        for msg in dns1123_label(name) {
+            errs.push(FieldError::invalid(format!("{path}.name"), name, msg));
+        }
+        if !names.insert(name) {
+            errs.push(FieldError::duplicate(format!("{path}.name"), name));
+        }
+    }
+    for msg in port_num(i64::from(port.port)) {
+        errs.push(FieldError::invalid(format!("{path}.port"), port.port, msg));
+    }
+    one_of(port.protocol.as_deref(), &format!("{path}.protocol"), &["SCTP", "TCP", "UDP"], errs);
+    if let Some(target) = &port.target_port {
+        validate_port_num_or_name(target, &format!("{path}.targetPort"), errs);
+    }
+}
+
+/// Keys of a data map are config keys (`data[key]`), and the total stays under
+/// [`MAX_DATA_SIZE`].
+fn validate_data_keys<'a, V: 'a>(
+    data: impl Iterator<Item = (&'a String, V)>,
+    path: &str,
+    size: impl Fn(V) -> usize,
+    total: &mut usize,
+    errs: &mut Vec<FieldError>,
+) {
+    for (key, value) in data {
+        for msg in config_map_key(key) {
+            errs.push(FieldError::invalid(format!("{path}[{key}]"), key, msg));
+        }
+        *total += size(value);
+    }
+}
+
+/// ConfigMap: data and binaryData keys valid and disjoint, size limit; when the stored one is
+/// `immutable`, nothing may change.
+pub fn validate_config_map(cm: &ConfigMap, old: Option<&ConfigMap>) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let mut total = 0;
+    validate_data_keys(cm.data.iter().flatten(), "data", |v: &String| v.len(), &mut total, &mut errs);
+    validate_data_keys(
+        cm.binary_data.iter().flatten(),
+        "binaryData",
+        |v: &ByteString| v.0.len(),
+        &mut total,
+        &mut errs,
+    );
+    if let (Some(data), Some(binary)) = (&cm.data, &cm.binary_data) {
+        for key in data.keys().filter(|k| binary.contains_key(*k)) {
+            errs.push(FieldError::invalid(format!("data[{key}]"), key, "duplicate of key present in binaryData"));
+        }
+    }
+    if total > MAX_DATA_SIZE {
+        errs.push(FieldError::too_long("data", MAX_DATA_SIZE));
+    }
+    if let Some(old) = old
+        && old.immutable == Some(true)
+    {
+        if cm.immutable != Some(true) {
+            errs.push(FieldError::forbidden("immutable", IMMUTABLE_WHEN_SET));
+        }
+        if cm.data.clone().unwrap_or_default() != old.data.clone().unwrap_or_default() {
+            errs.push(FieldError::forbidden("data", IMMUTABLE_WHEN_SET));
+        }
+        if cm.binary_data.clone().unwrap_or_default() != old.binary_data.clone().unwrap_or_default() {
+            errs.push(FieldError::forbidden("binaryData", IMMUTABLE_WHEN_SET));
+        }
+    }
+    errs
+}
+
+/// Secret: data keys valid, size limit, the keys its type requires; on update the type may
+/// not change, and when the stored one is `immutable`, neither may the data.
+pub fn validate_secret(secret: &Secret, old: Option<&Secret>) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let mut total = 0;
+    let data = secret.data.clone().unwrap_or_default();
+    validate_data_keys(data.iter(), "data", |v: &ByteString| v.0.len(), &mut total, &mut errs);
+    if total > MAX_DATA_SIZE {
+        errs.push(FieldError::too_long("data", MAX_DATA_SIZE));
+    }
+    let kind = secret.type_.as_deref().unwrap_or_default();
+    match kind {
+        "kubernetes.io/service-account-token" => {
+            let named = secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubernetes.io/service-account.name"))
+                .is_some_and(|n| !n.is_empty());
+            if !named {
+                errs.push(FieldError::required("metadata.annotations[kubernetes.io/service-account.name]"));
+            }
+        }
+        "kubernetes.io/dockercfg" | "kubernetes.io/dockerconfigjson" => {
+            let key = if kind == "kubernetes.io/dockercfg" { ".dockercfg" } else { ".dockerconfigjson" };
+            match data.get(key) {
+                None => errs.push(FieldError::required(format!("data[{key}]"))),
+                Some(bytes) => {
+                    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes.0) {
+                        errs.push(FieldError::invalid(
+                            format!("data[{key}]"),
+                            "<secret contents redacted>",
+                            e.to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+        "kubernetes.io/basic-auth" if !data.contains_key("username") && !data.contains_key("password") => {
+            errs.push(FieldError::required("data[username]"));
+            errs.push(FieldError::required("data[password]"));
+        }
+        "kubernetes.io/ssh-auth" if data.get("ssh-privatekey").is_none_or(|v| v.0.is_empty()) => {
+            errs.push(FieldError::required("data[ssh-privatekey]"));
+        }
+        "kubernetes.io/tls" => {
+            for key in ["tls.crt", "tls.key"] {
+                if !data.contains_key(key) {
+                    errs.push(FieldError::required(format!("data[{key}]")));
+                }
+            }
+        }
+        _ => {}
+    }
+    if let Some(old) = old {
+        let old_kind = old.type_.as_deref().unwrap_or_default();
+        if kind != old_kind {
+            errs.push(FieldError::invalid("type", kind, FIELD_IMMUTABLE));
+        }
+        if old.immutable == Some(true) {
+            if secret.immutable != Some(true) {
+                errs.push(FieldError::forbidden("immutable", IMMUTABLE_WHEN_SET));
+            }
+            if data != old.data.clone().unwrap_or_default() {
+                errs.push(FieldError::forbidden("data", IMMUTABLE_WHEN_SET));
+            }
+        }
+    }
+    errs
+}
+
+/// EndpointSlice: `addressType` required, one of FQDN/IPv4/IPv6, immutable.
+pub fn validate_endpoint_slice(slice: &EndpointSlice, old: Option<&EndpointSlice>) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    one_of(Some(slice.address_type.as_str()), "addressType", &["FQDN", "IPv4", "IPv6"], &mut errs);
+    if let Some(old) = old
+        && old.address_type != slice.address_type
+    {
+        errs.push(FieldError::invalid("addressType", &slice.address_type, FIELD_IMMUTABLE));
+    }
+    errs
+}
+
+/// A Kubernetes quantity (`100m`, `1.5Gi`, `2e3`) in nano-units (10⁻⁹), rounded up; `None`
+/// when it does not follow `^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$` with a valid
+/// suffix. Huge values saturate.
+pub fn parse_quantity(text: &str) -> Option<i128> {
+    let (negative, rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+    let (number, suffix) = rest.split_at(split);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if fraction.contains('.') || (whole.is_empty() && fraction.is_empty()) {
+        return None;
+    }
+    let (binary, exponent): (u32, i32) = match suffix {
+        "" => (0, 0),
+        "Ki" => (10, 0),
+        "Mi" => (20, 0),
+        "Gi" => (30, 0),
+        "Ti" => (40, 0),
+        "Pi" => (50, 0),
+        "Ei" => (60, 0),
+        "n" => (0, -9),
+        "u" => (0, -6),
+        "m" => (0, -3),
+        "k" => (0, 3),
+        "M" => (0, 6),
+        "G" => (0, 9),
+        "T" => (0, 12),
+        "P" => (0, 15),
+        "E" => (0, 18),
+        other => {
+            let exp = other.strip_prefix(['e', 'E'])?;
+            let digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (0, exp.parse().ok()?)
+        }
+    };
+    let mut mantissa: i128 = 0;
+    for b in whole.bytes().chain(fraction.bytes()) {
+        mantissa = mantissa.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
+    }
+    mantissa = mantissa.saturating_mul(1i128 << binary);
+    let scale = i64::from(exponent) + 9 - i64::try_from(fraction.len()).ok()?;
+    let value = if scale >= 0 {
+        let factor = u32::try_from(scale).ok().and_then(|s| 10i128.checked_pow(s)).unwrap_or(i128::MAX);
+        mantissa.saturating_mul(factor)
+    } else {
+        match u32::try_from(-scale).ok().and_then(|s| 10i128.checked_pow(s)) {
+            Some(divisor) => mantissa / divisor + i128::from(mantissa % divisor != 0),
+            None => i128::from(mantissa != 0),
+        }
+    };
+    Some(if negative { -value } else { value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defaults;
+    use crate::resource::find;
+    use k8s_openapi::api::apps::v1::{DeploymentStrategy, RollingUpdateDeployment};
+    use k8s_openapi::api::core::v1::{Namespace, Node};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta { name: Some(name.into()), namespace: Some("default".into()), ..ObjectMeta::default() }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    fn container(name: &str, image: &str) -> Container {
+        Container { name: name.into(), image: Some(image.into()), ..Container::default() }
+    }
+
+    fn pod(containers: Vec<Container>) -> Pod {
+        let mut pod =
+            Pod { metadata: meta("p"), spec: Some(PodSpec { containers, ..PodSpec::default() }), ..Pod::default() };
+        defaults::default_pod(&mut pod);
+        pod
+    }
+
+    fn template(labels_: &[(&str, &str)]) -> PodTemplateSpec {
+        PodTemplateSpec {
+            metadata: Some(ObjectMeta { labels: labels(labels_), ..ObjectMeta::default() }),
+            spec: Some(PodSpec { containers: vec![container("web", "nginx")], ..PodSpec::default() }),
+        }
+    }
+
+    fn deployment(selector: &[(&str, &str)], template_labels: &[(&str, &str)]) -> Deployment {
+        let mut d = Deployment {
+            metadata: meta("web"),
+            spec: Some(DeploymentSpec {
+                selector: LabelSelector { match_labels: labels(selector), match_expressions: None },
+                template: template(template_labels),
+                ..DeploymentSpec::default()
+            }),
+            ..Deployment::default()
+        };
+        defaults::default_deployment(&mut d);
+        d
+    }
+
+    fn service(ports: Vec<ServicePort>) -> Service {
+        let mut svc = Service {
+            metadata: meta("web"),
+            spec: Some(ServiceSpec { ports: Some(ports), ..ServiceSpec::default() }),
+            ..Service::default()
+        };
+        defaults::default_service(&mut svc);
+        svc
+    }
+
+    fn port(name: Option<&str>, number: i32) -> ServicePort {
+        ServicePort { name: name.map(str::to_string), port: number, ..ServicePort::default() }
+    }
+
+    fn messages(errs: &[FieldError]) -> Vec<String> {
+        errs.iter().map(ToString::to_string).collect()
+    }
+
+    fn resource(group: &str, plural: &str) -> &'static ResourceType {
+        find(group, "v1", plural).expect("served resource")
+    }
+
+    #[test]
+    fn a_valid_pod_has_no_errors() {
+        assert_eq!(messages(&validate_pod(&pod(vec![container("web", "nginx")]), None)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn metadata_name_is_required_unless_generate_name_is_set() {
+        let errs = validate_object_meta(&ObjectMeta::default(), false, NameRule::Subdomain, "metadata");
+        assert_eq!(messages(&errs), ["metadata.name: Required value: name or generateName is required"]);
+        let generated = ObjectMeta { generate_name: Some("web-".into()), ..ObjectMeta::default() };
+        assert!(validate_object_meta(&generated, false, NameRule::Subdomain, "metadata").is_empty());
+    }
+
+    #[test]
+    fn metadata_name_must_be_a_dns_subdomain() {
+        let errs = validate_object_meta(&meta("Web_1"), true, NameRule::Subdomain, "metadata");
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].to_string().starts_with("metadata.name: Invalid value: \"Web_1\": a lowercase RFC 1123 subdomain")
+        );
+        assert!(validate_object_meta(&meta("web.v1"), true, NameRule::Subdomain, "metadata").is_empty());
+    }
+
+    #[test]
+    fn namespace_names_must_be_dns_labels() {
+        let namespaces = resource("", "namespaces");
+        let ns = Object::Namespace(Box::new(Namespace {
+            metadata: ObjectMeta { name: Some("team.a".into()), ..ObjectMeta::default() },
+            ..Namespace::default()
+        }));
+        let errs = validate(namespaces, &ns, None);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.contains("RFC 1123 label"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn service_names_must_be_dns_1035_labels() {
+        let services = resource("", "services");
+        let mut svc = service(vec![port(None, 80)]);
+        svc.metadata.name = Some("1web".into());
+        let errs = validate(services, &Object::Service(Box::new(svc)), None);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.contains("a DNS-1035 label must consist of"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn node_names_may_be_dns_subdomains() {
+        let nodes = resource("", "nodes");
+        let node = Node {
+            metadata: ObjectMeta { name: Some("node-1.example".into()), ..ObjectMeta::default() },
+            ..Node::default()
+        };
+        assert!(validate(nodes, &Object::Node(Box::new(node)), None).is_empty());
+    }
+
+    #[test]
+    fn namespaced_objects_need_a_namespace() {
+        let mut m = meta("x");
+        m.namespace = None;
+        let errs = validate_object_meta(&m, true, NameRule::Subdomain, "metadata");
+        assert_eq!(messages(&errs), ["metadata.namespace: Required value"]);
+    }
+
+    #[test]
+    fn label_keys_and_values_follow_kubernetes_rules() {
+        let good = labels(&[("app.kubernetes.io/name", "web"), ("tier", ""), ("a_b.c-d", "X.y_z-1")]);
+        assert!(validate_labels(good.as_ref(), "metadata.labels").is_empty());
+
+        let errs = validate_labels(labels(&[("-bad", "ok")]).as_ref(), "metadata.labels");
+        assert_eq!(
+            messages(&errs),
+            [format!("metadata.labels: Invalid value: \"-bad\": name part {QUALIFIED_NAME_MESSAGE}")]
+        );
+        let errs = validate_labels(labels(&[("Bad.Prefix/x", "ok")]).as_ref(), "metadata.labels");
+        assert!(errs[0].message.contains("prefix part a lowercase RFC 1123 subdomain"), "{}", errs[0]);
+        let errs = validate_labels(labels(&[("a/b/c", "ok")]).as_ref(), "metadata.labels");
+        assert!(errs[0].message.contains("a qualified name must consist of"), "{}", errs[0]);
+        let long = "a".repeat(64);
+        let errs = validate_labels(labels(&[(long.as_str(), "ok")]).as_ref(), "metadata.labels");
+        assert!(errs[0].message.ends_with("name part must be no more than 63 characters"), "{}", errs[0]);
+
+        let errs = validate_labels(labels(&[("app", "has space")]).as_ref(), "metadata.labels");
+        assert_eq!(messages(&errs), [format!("metadata.labels: Invalid value: \"has space\": {LABEL_VALUE_MESSAGE}")]);
+        let errs = validate_labels(labels(&[("app", long.as_str())]).as_ref(), "metadata.labels");
+        assert!(errs[0].message.ends_with("must be no more than 63 characters"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn annotations_may_not_exceed_256_kib_in_total() {
+        let big = labels(&[("note", &"x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT))]);
+        let errs = validate_annotations(big.as_ref(), "metadata.annotations");
+        assert_eq!(messages(&errs), ["metadata.annotations: Too long: may not be more than 262144 bytes"]);
+        let ok = labels(&[("Example.com/Note", "any value at all, spaces too")]);
+        assert!(validate_annotations(ok.as_ref(), "metadata.annotations").is_empty());
+    }
+
+    #[test]
+    fn a_pod_needs_at_least_one_container() {
+        let errs = validate_pod(&pod(vec![]), None);
+        assert_eq!(messages(&errs), ["spec.containers: Required value"]);
+    }
+
+    #[test]
+    fn container_names_are_required_dns_labels_and_unique() {
+        let errs = validate_pod(&pod(vec![container("", "nginx")]), None);
+        assert_eq!(messages(&errs), ["spec.containers[0].name: Required value"]);
+        let errs = validate_pod(&pod(vec![container("Web", "nginx")]), None);
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("spec.containers[0].name: Invalid value: \"Web\": a lowercase RFC 1123 label")
+        );
+        let errs = validate_pod(&pod(vec![container("web", "nginx"), container("web", "redis")]), None);
+        assert_eq!(messages(&errs), ["spec.containers[1].name: Duplicate value: \"web\""]);
+    }
+
+    #[test]
+    fn init_and_regular_containers_share_one_name_space() {
+        let mut p = pod(vec![container("web", "nginx")]);
+        if let Some(spec) = p.spec.as_mut() {
+            let mut init = container("web", "busybox");
+            defaults::default_container(&mut init);
+            spec.init_containers = Some(vec![init]);
+        }
+        assert_eq!(messages(&validate_pod(&p, None)), ["spec.containers[0].name: Duplicate value: \"web\""]);
+    }
+
+    #[test]
+    fn container_images_are_required() {
+        let mut c = container("web", "");
+        c.image = None;
+        assert_eq!(messages(&validate_pod(&pod(vec![c]), None)), ["spec.containers[0].image: Required value"]);
+    }
+
+    #[test]
+    fn container_ports_must_be_in_range() {
+        let mut c = container("web", "nginx");
+        c.ports = Some(vec![
+            ContainerPort { container_port: 70000, protocol: Some("TCP".into()), ..ContainerPort::default() },
+            ContainerPort { container_port: 80, protocol: Some("HTTP".into()), ..ContainerPort::default() },
+        ]);
+        let errs = validate_pod(&pod(vec![c]), None);
+        assert_eq!(
+            messages(&errs),
+            [
+                "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+                "spec.containers[0].ports[1].protocol: Unsupported value: \"HTTP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn restart_policy_must_be_always_on_failure_or_never() {
+        let mut p = pod(vec![container("web", "nginx")]);
+        if let Some(spec) = p.spec.as_mut() {
+            spec.restart_policy = Some("Sometimes".into());
+        }
+        assert_eq!(
+            messages(&validate_pod(&p, None)),
+            [
+                "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""
+            ]
+        );
+    }
+
+    #[test]
+    fn requests_may_not_exceed_limits() {
+        let mut c = container("web", "nginx");
+        let list = |v: &str| Some(BTreeMap::from([("cpu".to_string(), Quantity(v.into()))]));
+        c.resources = Some(ResourceRequirements { requests: list("2"), limits: list("500m"), ..Default::default() });
+        assert_eq!(
+            messages(&validate_pod(&pod(vec![c.clone()]), None)),
+            [
+                "spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 500m"
+            ]
+        );
+        c.resources = Some(ResourceRequirements { requests: list("0.5"), limits: list("500m"), ..Default::default() });
+        assert!(validate_pod(&pod(vec![c.clone()]), None).is_empty());
+        c.resources = Some(ResourceRequirements { limits: list("lots"), ..Default::default() });
+        let errs = validate_pod(&pod(vec![c]), None);
+        assert!(
+            errs[0].to_string().starts_with(
+                "spec.containers[0].resources.limits[cpu]: Invalid value: \"lots\": quantities must match"
+            )
+        );
+    }
+
+    #[test]
+    fn quantities_parse_like_kubernetes() {
+        assert_eq!(parse_quantity("100m"), Some(100_000_000));
+        assert_eq!(parse_quantity("0.1"), Some(100_000_000));
+        assert_eq!(parse_quantity("1Ki"), Some(1024 * 1_000_000_000));
+        assert_eq!(parse_quantity("1e3"), Some(1000 * 1_000_000_000));
+        assert_eq!(parse_quantity("1E"), Some(1_000_000_000_000_000_000 * 1_000_000_000));
+        assert_eq!(parse_quantity("-2"), Some(-2_000_000_000));
+        assert_eq!(parse_quantity("1n"), Some(1));
+        assert_eq!(parse_quantity("0.1n"), Some(1), "rounded up");
+        for bad in ["", ".", "1.2.3", "abc", "1Xi", "1e", "m"] {
+            assert_eq!(parse_quantity(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn probes_need_exactly_one_handler_and_liveness_succeeds_once() {
+        let mut c = container("web", "nginx");
+        c.liveness_probe = Some(Probe { success_threshold: Some(2), ..Probe::default() });
+        let errs = validate_pod(&pod(vec![c]), None);
+        assert_eq!(
+            messages(&errs),
+            [
+                "spec.containers[0].livenessProbe: Required value: must specify a handler type",
+                "spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_update_may_change_container_images() {
+        let old = pod(vec![container("web", "nginx:1")]);
+        let new = pod(vec![container("web", "nginx:2")]);
+        assert!(validate_pod(&new, Some(&old)).is_empty());
+    }
+
+    #[test]
+    fn an_update_may_not_change_other_pod_spec_fields() {
+        let old = pod(vec![container("web", "nginx:1")]);
+        let mut new = old.clone();
+        if let Some(spec) = new.spec.as_mut() {
+            spec.restart_policy = Some("Never".into());
+        }
+        let errs = validate_pod(&new, Some(&old));
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "spec");
+        assert_eq!(errs[0].reason, Reason::FieldValueForbidden);
+        assert!(
+            errs[0].message.starts_with(&format!(
+                "Forbidden: pod updates may not change fields other than {POD_UPDATABLE_FIELDS}\n"
+            ))
+        );
+        assert!(
+            errs[0].message.contains("- spec.restartPolicy: \"Always\"\n+ spec.restartPolicy: \"Never\""),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn an_update_may_add_tolerations_but_not_remove_them() {
+        let old = pod(vec![container("web", "nginx")]);
+        let mut added = old.clone();
+        if let Some(spec) = added.spec.as_mut() {
+            spec.tolerations.get_or_insert_with(Vec::new).push(Toleration {
+                key: Some("dedicated".into()),
+                operator: Some("Exists".into()),
+                ..Toleration::default()
+            });
+        }
+        assert!(validate_pod(&added, Some(&old)).is_empty());
+        let errs = validate_pod(&old, Some(&added));
+        assert_eq!(
+            messages(&errs),
+            ["spec.tolerations: Forbidden: existing toleration can not be modified except its tolerationSeconds"]
+        );
+    }
+
+    #[test]
+    fn an_update_may_only_lower_active_deadline_seconds() {
+        let mut old = pod(vec![container("web", "nginx")]);
+        if let Some(spec) = old.spec.as_mut() {
+            spec.active_deadline_seconds = Some(100);
+        }
+        let mut new = old.clone();
+        if let Some(spec) = new.spec.as_mut() {
+            spec.active_deadline_seconds = Some(50);
+        }
+        assert!(validate_pod(&new, Some(&old)).is_empty());
+        let errs = validate_pod(&old, Some(&new));
+        assert_eq!(
+            messages(&errs),
+            ["spec.activeDeadlineSeconds: Invalid value: 100: must be less than or equal to previous value"]
+        );
+    }
+
+    #[test]
+    fn metadata_name_namespace_uid_and_creation_timestamp_are_immutable() {
+        let old = ObjectMeta { uid: Some("u1".into()), ..meta("x") };
+        let new = ObjectMeta { uid: Some("u2".into()), namespace: Some("other".into()), ..meta("y") };
+        assert_eq!(
+            messages(&validate_object_meta_update(&new, &old, "metadata")),
+            [
+                "metadata.name: Invalid value: \"y\": field is immutable",
+                "metadata.namespace: Invalid value: \"other\": field is immutable",
+                "metadata.uid: Invalid value: \"u2\": field is immutable",
+            ]
+        );
+        let ts = |s: &str| Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(s.parse().expect("timestamp")));
+        let old = ObjectMeta { creation_timestamp: ts("2024-01-01T00:00:00Z"), ..meta("x") };
+        let new = ObjectMeta { creation_timestamp: ts("2025-01-01T00:00:00Z"), ..meta("x") };
+        assert_eq!(
+            messages(&validate_object_meta_update(&new, &old, "metadata")),
+            ["metadata.creationTimestamp: Invalid value: \"2025-01-01T00:00:00Z\": field is immutable"]
+        );
+    }
+
+    #[test]
+    fn a_valid_deployment_has_no_errors() {
+        assert!(validate_deployment(&deployment(&[("app", "web")], &[("app", "web")]), None).is_empty());
+    }
+
+    #[test]
+    fn a_deployment_needs_a_selector_matching_its_template() {
+        let errs = validate_deployment(&deployment(&[("app", "web")], &[("app", "api"), ("tier", "fe")]), None);
+        assert_eq!(
+            messages(&errs),
+            ["spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"api\", \"tier\":\"fe\"}: \
+                 `selector` does not match template `labels`"]
+        );
+        let mut d = deployment(&[], &[("app", "web")]);
+        if let Some(spec) = d.spec.as_mut() {
+            spec.selector = LabelSelector::default();
+        }
+        assert_eq!(
+            messages(&validate_deployment(&d, None)),
+            [
+                "spec.selector: Required value",
+                "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"web\"}: `selector` does \
+                 not match template `labels`",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_deployment_selector_is_invalid() {
+        let d = deployment(&[], &[("app", "web")]);
+        assert_eq!(
+            messages(&validate_deployment(&d, None)),
+            ["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{}, \
+                 MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment"]
+        );
+    }
+
+    #[test]
+    fn selector_expressions_are_checked_and_matched() {
+        let mut d = deployment(&[], &[("app", "web")]);
+        if let Some(spec) = d.spec.as_mut() {
+            spec.selector = LabelSelector {
+                match_labels: None,
+                match_expressions: Some(vec![
+                    LabelSelectorRequirement {
+                        key: "app".into(),
+                        operator: "In".into(),
+                        values: Some(vec!["web".into()]),
+                    },
+                    LabelSelectorRequirement { key: "tier".into(), operator: "DoesNotExist".into(), values: None },
+                ]),
+            };
+        }
+        assert!(validate_deployment(&d, None).is_empty());
+        if let Some(spec) = d.spec.as_mut() {
+            spec.selector.match_expressions =
+                Some(vec![LabelSelectorRequirement { key: "app".into(), operator: "In".into(), values: None }]);
+        }
+        let errs = validate_deployment(&d, None);
+        assert_eq!(
+            errs[0].to_string(),
+            "spec.selector.matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'"
+        );
+    }
+
+    #[test]
+    fn deployment_replicas_may_not_be_negative() {
+        let mut d = deployment(&[("app", "web")], &[("app", "web")]);
+        if let Some(spec) = d.spec.as_mut() {
+            spec.replicas = Some(-1);
+        }
+        assert_eq!(
+            messages(&validate_deployment(&d, None)),
+            ["spec.replicas: Invalid value: -1: must be greater than or equal to 0"]
+        );
+    }
+
+    #[test]
+    fn deployment_templates_must_restart_always() {
+        let mut d = deployment(&[("app", "web")], &[("app", "web")]);
+        if let Some(spec) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+            spec.restart_policy = Some("Never".into());
+        }
+        assert_eq!(
+            messages(&validate_deployment(&d, None)),
+            ["spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""]
+        );
+    }
+
+    #[test]
+    fn deployment_strategy_type_must_be_rolling_update_or_recreate() {
+        let mut d = deployment(&[("app", "web")], &[("app", "web")]);
+        if let Some(spec) = d.spec.as_mut() {
+            spec.strategy = Some(DeploymentStrategy { type_: Some("BlueGreen".into()), rolling_update: None });
+        }
+        assert_eq!(
+            messages(&validate_deployment(&d, None)),
+            ["spec.strategy.type: Unsupported value: \"BlueGreen\": supported values: \"Recreate\", \"RollingUpdate\""]
+        );
+    }
+
+    #[test]
+    fn max_surge_and_max_unavailable_may_not_both_be_zero() {
+        let mut d = deployment(&[("app", "web")], &[("app", "web")]);
+        if let Some(spec) = d.spec.as_mut() {
+            spec.strategy = Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(0)),
+                    max_unavailable: Some(IntOrString::String("0%".into())),
+                }),
+            });
+        }
+        assert_eq!(
+            messages(&validate_deployment(&d, None)),
+            ["spec.strategy.rollingUpdate.maxUnavailable: Invalid value: \"0%\": may not be 0 when `maxSurge` is 0"]
+        );
+    }
+
+    #[test]
+    fn rolling_update_values_must_be_counts_or_percentages() {
+        let mut d = deployment(&[("app", "web")], &[("app", "web")]);
+        if let Some(spec) = d.spec.as_mut() {
+            spec.strategy = Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::String("lots".into())),
+                    max_unavailable: Some(IntOrString::String("150%".into())),
+                }),
+            });
+        }
+        let errs = messages(&validate_deployment(&d, None));
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("spec.strategy.rollingUpdate.maxSurge: Invalid value: \"lots\": a valid percent"));
+        assert_eq!(
+            errs[1],
+            "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: \"150%\": must not be greater than 100%"
+        );
+    }
+
+    #[test]
+    fn a_deployment_selector_is_immutable() {
+        let old = deployment(&[("app", "web")], &[("app", "web"), ("v", "2")]);
+        let new = deployment(&[("app", "web"), ("v", "2")], &[("app", "web"), ("v", "2")]);
+        assert_eq!(
+            messages(&validate_deployment(&new, Some(&old))),
+            ["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web\", \
+                 \"v\":\"2\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"]
+        );
+        assert!(validate_deployment(&old, Some(&old)).is_empty());
+    }
+
+    #[test]
+    fn a_replica_set_follows_the_same_selector_and_template_rules() {
+        let mut rs = ReplicaSet {
+            metadata: meta("web-1"),
+            spec: Some(ReplicaSetSpec {
+                selector: LabelSelector { match_labels: labels(&[("app", "web")]), match_expressions: None },
+                template: Some(template(&[("app", "web")])),
+                ..ReplicaSetSpec::default()
+            }),
+            ..ReplicaSet::default()
+        };
+        defaults::default_replica_set(&mut rs);
+        assert!(validate_replica_set(&rs, None).is_empty());
+        let old = rs.clone();
+        if let Some(spec) = rs.spec.as_mut() {
+            spec.replicas = Some(-3);
+            spec.selector.match_labels = labels(&[("app", "other")]);
+        }
+        assert_eq!(
+            messages(&validate_replica_set(&rs, Some(&old))),
+            [
+                "spec.replicas: Invalid value: -3: must be greater than or equal to 0",
+                "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"web\"}: `selector` does \
+                 not match template `labels`",
+                "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"other\"}, \
+                 MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_valid_service_has_no_errors() {
+        assert!(validate_service(&service(vec![port(None, 80)]), None).is_empty());
+    }
+
+    #[test]
+    fn services_need_ports_unless_headless_or_external_name() {
+        assert_eq!(messages(&validate_service(&service(vec![]), None)), ["spec.ports: Required value"]);
+        let mut headless = service(vec![]);
+        if let Some(spec) = headless.spec.as_mut() {
+            spec.cluster_ip = Some("None".into());
+            spec.cluster_ips = Some(vec!["None".into()]);
+        }
+        assert!(validate_service(&headless, None).is_empty());
+        let mut external = Service {
+            metadata: meta("db"),
+            spec: Some(ServiceSpec {
+                type_: Some("ExternalName".into()),
+                external_name: Some("db.example.com".into()),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        };
+        defaults::default_service(&mut external);
+        assert!(validate_service(&external, None).is_empty());
+    }
+
+    #[test]
+    fn service_ports_must_be_in_range() {
+        let errs = validate_service(&service(vec![port(None, 0)]), None);
+        assert_eq!(
+            messages(&errs),
+            [
+                "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+                "spec.ports[0].targetPort: Invalid value: 0: must be between 1 and 65535, inclusive",
+            ],
+            "targetPort defaults to the port, as in Kubernetes"
+        );
+    }
+
+    #[test]
+    fn several_service_ports_need_unique_names() {
+        let errs = validate_service(&service(vec![port(Some("http"), 80), port(None, 443)]), None);
+        assert_eq!(messages(&errs), ["spec.ports[1].name: Required value"]);
+        let errs = validate_service(&service(vec![port(Some("http"), 80), port(Some("http"), 443)]), None);
+        assert_eq!(messages(&errs), ["spec.ports[1].name: Duplicate value: \"http\""]);
+    }
+
+    #[test]
+    fn service_type_must_be_supported() {
+        let mut svc = service(vec![port(None, 80)]);
+        if let Some(spec) = svc.spec.as_mut() {
+            spec.type_ = Some("Magic".into());
+        }
+        assert_eq!(
+            messages(&validate_service(&svc, None)),
+            [
+                "spec.type: Unsupported value: \"Magic\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
+            ]
+        );
+    }
+
+    #[test]
+    fn node_ports_are_only_for_node_port_and_load_balancer_services() {
+        let mut svc = service(vec![ServicePort { node_port: Some(30080), ..port(None, 80) }]);
+        assert_eq!(
+            messages(&validate_service(&svc, None)),
+            ["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"]
+        );
+        if let Some(spec) = svc.spec.as_mut() {
+            spec.type_ = Some("NodePort".into());
+            spec.external_traffic_policy = Some("Cluster".into());
+        }
+        assert!(validate_service(&svc, None).is_empty());
+    }
+
+    #[test]
+    fn a_set_cluster_ip_may_not_change() {
+        let mut old = service(vec![port(None, 80)]);
+        if let Some(spec) = old.spec.as_mut() {
+            spec.cluster_ip = Some("10.96.0.10".into());
+            spec.cluster_ips = Some(vec!["10.96.0.10".into()]);
+        }
+        let mut new = old.clone();
+        if let Some(spec) = new.spec.as_mut() {
+            spec.cluster_ip = Some("10.96.0.11".into());
+            spec.cluster_ips = Some(vec!["10.96.0.11".into()]);
+        }
+        assert_eq!(
+            messages(&validate_service(&new, Some(&old))),
+            ["spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.11\"}: may not change once set"]
+        );
+        let unallocated = service(vec![port(None, 80)]);
+        assert!(validate_service(&new, Some(&unallocated)).is_empty(), "the first assignment is allowed");
+    }
+
+    #[test]
+    fn a_cluster_ip_must_be_an_ip_address() {
+        let mut svc = service(vec![port(None, 80)]);
+        if let Some(spec) = svc.spec.as_mut() {
+            spec.cluster_ip = Some("ten".into());
+            spec.cluster_ips = Some(vec!["ten".into()]);
+        }
+        assert_eq!(
+            messages(&validate_service(&svc, None)),
+            [
+                "spec.clusterIPs[0]: Invalid value: \"ten\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+            ]
+        );
+    }
+
+    #[test]
+    fn config_map_keys_must_be_valid() {
+        let cm = ConfigMap {
+            metadata: meta("c"),
+            data: labels(&[("good.key_1", "v"), ("bad key", "v"), ("..hidden", "v")]),
+            ..ConfigMap::default()
+        };
+        let errs = messages(&validate_config_map(&cm, None));
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0], "data[..hidden]: Invalid value: \"..hidden\": must not start with '..'");
+        assert_eq!(errs[1], format!("data[bad key]: Invalid value: \"bad key\": {CONFIG_KEY_MESSAGE}"));
+    }
+
+    #[test]
+    fn an_immutable_config_map_cannot_change_its_data() {
+        let old = ConfigMap {
+            metadata: meta("c"),
+            data: labels(&[("a", "1")]),
+            immutable: Some(true),
+            ..ConfigMap::default()
+        };
+        assert!(validate_config_map(&old, Some(&old)).is_empty());
+        let new = ConfigMap { data: labels(&[("a", "2")]), ..old.clone() };
+        assert_eq!(
+            messages(&validate_config_map(&new, Some(&old))),
+            ["data: Forbidden: field is immutable when `immutable` is set"]
+        );
+        let mutable = ConfigMap { immutable: Some(false), ..old.clone() };
+        assert_eq!(
+            messages(&validate_config_map(&mutable, Some(&old))),
+            ["immutable: Forbidden: field is immutable when `immutable` is set"]
+        );
+    }
+
+    #[test]
+    fn secret_keys_must_be_valid_and_types_need_their_keys() {
+        let mut secret = Secret {
+            metadata: meta("s"),
+            data: Some(BTreeMap::from([("bad/key".to_string(), ByteString(b"x".to_vec()))])),
+            type_: Some("Opaque".into()),
+            ..Secret::default()
+        };
+        let errs = messages(&validate_secret(&secret, None));
+        assert_eq!(errs, [format!("data[bad/key]: Invalid value: \"bad/key\": {CONFIG_KEY_MESSAGE}")]);
+        secret.data = None;
+        secret.type_ = Some("kubernetes.io/tls".into());
+        assert_eq!(
+            messages(&validate_secret(&secret, None)),
+            ["data[tls.crt]: Required value", "data[tls.key]: Required value"]
+        );
+    }
+
+    #[test]
+    fn an_immutable_secret_cannot_change_its_data_or_any_secret_its_type() {
+        let old = Secret {
+            metadata: meta("s"),
+            data: Some(BTreeMap::from([("a".to_string(), ByteString(b"1".to_vec()))])),
+            type_: Some("Opaque".into()),
+            immutable: Some(true),
+            ..Secret::default()
+        };
+        let new = Secret {
+            data: Some(BTreeMap::from([("a".to_string(), ByteString(b"2".to_vec()))])),
+            type_: Some("example.com/custom".into()),
+            ..old.clone()
+        };
+        assert_eq!(
+            messages(&validate_secret(&new, Some(&old))),
+            [
+                "type: Invalid value: \"example.com/custom\": field is immutable",
+                "data: Forbidden: field is immutable when `immutable` is set",
+            ]
+        );
+    }
+
+    #[test]
+    fn endpoint_slices_need_a_supported_address_type() {
+        let slice = EndpointSlice { metadata: meta("e"), address_type: "IPv5".into(), ..EndpointSlice::default() };
+        assert_eq!(
+            messages(&validate_endpoint_slice(&slice, None)),
+            ["addressType: Unsupported value: \"IPv5\": supported values: \"FQDN\", \"IPv4\", \"IPv6\""]
+        );
+    }
+
+    #[test]
+    fn go_renderings_match_fmt_sharp_v() {
+        assert_eq!(go_string_map(None), "map[string]string(nil)");
+        assert_eq!(
+            go_string_map(labels(&[("a", "b"), ("c", "d")]).as_ref()),
+            "map[string]string{\"a\":\"b\", \"c\":\"d\"}"
+        );
+        let selector = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "In".into(),
+                values: Some(vec!["fe".into()]),
+            }]),
+        };
+        assert_eq!(
+            go_label_selector(&selector),
+            "v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement{\
+             v1.LabelSelectorRequirement{Key:\"tier\", Operator:\"In\", Values:[]string{\"fe\"}}}}"
+        );
+    }
+}

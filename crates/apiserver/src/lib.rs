@@ -1,0 +1,302 @@
+//! Trireme's Kubernetes API server, served by every master over HTTPS.
+//!
+//! [`ApiServer::new`] takes the master's store, makes sure the cluster's credentials exist
+//! ([`pki`]), and [`ApiServer::serve`] answers the real kubectl: discovery ([`discovery`]),
+//! a minimal OpenAPI v3 ([`openapi`]), CRUD, list, watch, patch and subresources ([`rest`],
+//! [`watch`]), Tables ([`tables`]) and Status errors ([`status`]). Every object access goes
+//! through `trireme_api::registry`; this crate holds HTTP, TLS and authentication only.
+
+pub mod discovery;
+pub mod kubeconfig;
+pub mod openapi;
+pub mod pki;
+pub mod rest;
+pub mod status;
+pub mod tables;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::Path;
+use axum::extract::Query;
+use axum::extract::Request;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::Method;
+use axum::http::StatusCode;
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::any;
+use axum::routing::get;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use trireme_api::registry::Registry;
+use trireme_api::registry::RegistryConfig;
+use trireme_store::Store;
+
+pub use crate::pki::ClusterCredentials;
+use crate::status::Failure;
+
+/// The largest request body accepted (Kubernetes' limit is 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// What an API server needs besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct ApiConfig {
+    /// Host names and IP addresses the serving certificate is valid for.
+    pub hosts: Vec<String>,
+    /// Service address ranges.
+    pub registry: RegistryConfig,
+}
+
+/// State shared by every request.
+pub struct ApiState {
+    /// The one way to objects.
+    pub registry: Registry,
+    /// The cluster's credentials (admin token, CA).
+    pub credentials: ClusterCredentials,
+    /// Ends watches and the accept loop.
+    pub shutdown: CancellationToken,
+    finishing: Mutex<HashSet<String>>,
+}
+
+impl ApiState {
+    /// Removes the contents of a terminating namespace and then the namespace, in the
+    /// background, retrying until it is gone (pods within their grace period hold it).
+    pub fn finish_namespace(self: &Arc<Self>, name: &str) {
+        {
+            let Ok(mut finishing) = self.finishing.lock() else { return };
+            if !finishing.insert(name.to_string()) {
+                return;
+            }
+        }
+        let state = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            loop {
+                match state.registry.finish_namespace(&name).await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(namespace = %name, error = %e, "namespace cleanup failed; retrying"),
+                }
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            if let Ok(mut finishing) = state.finishing.lock() {
+                finishing.remove(&name);
+            }
+        });
+    }
+}
+
+/// A master's Kubernetes API server.
+pub struct ApiServer {
+    state: Arc<ApiState>,
+    tls: Arc<rustls::ServerConfig>,
+}
+
+impl ApiServer {
+    /// Prepares the API server of the master owning `store`: loads (or, on a new cluster,
+    /// creates) the cluster credentials, issues this master's serving certificate and makes
+    /// sure the system namespaces exist.
+    pub async fn new(store: Store, config: ApiConfig, shutdown: CancellationToken) -> Result<ApiServer, pki::PkiError> {
+        let credentials = ClusterCredentials::ensure(&store).await?;
+        let tls = credentials.server_config(&config.hosts)?;
+        let registry = Registry::new(store, config.registry);
+        if let Err(e) = registry.bootstrap().await {
+            tracing::warn!(error = %e, "could not create the system namespaces yet");
+        }
+        let state = Arc::new(ApiState { registry, credentials, shutdown, finishing: Mutex::new(HashSet::new()) });
+        Ok(ApiServer { state, tls })
+    }
+
+    /// The cluster's credentials (for writing a kubeconfig).
+    pub fn credentials(&self) -> &ClusterCredentials {
+        &self.state.credentials
+    }
+
+    /// The routes, without TLS (tests can drive them directly).
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Serves HTTPS on `listener` until the shutdown token fires.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        self.resume_namespace_cleanup().await;
+        let app = self.router();
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.clone());
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let service = TowerToHyperService::new(app);
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                tokio::select! {
+                    result = connection => {
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                    _ = shutdown.cancelled() => {}
+                }
+            });
+        }
+    }
+
+    /// Picks up namespaces left terminating by a master that stopped midway.
+    async fn resume_namespace_cleanup(&self) {
+        let Some(rt) = trireme_api::resource::find("", "v1", "namespaces") else { return };
+        let options = trireme_api::registry::ListOptions {
+            read: trireme_api::version::ReadAt::Any,
+            ..Default::default()
+        };
+        if let Ok(list) = self.state.registry.list(rt, None, &options).await {
+            for ns in list.items.iter().filter(|n| n.pointer("/metadata/deletionTimestamp").is_some()) {
+                self.state.finish_namespace(trireme_api::registry::object_name(ns));
+            }
+        }
+    }
+}
+
+fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/version", get(|| async { rest::json_response(StatusCode::OK, &discovery::version()) }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/api", get(|headers: HeaderMap| async move { discovery_root(&headers, true) }))
+        .route("/apis", get(|headers: HeaderMap| async move { discovery_root(&headers, false) }))
+        .route("/api/{*rest}", any(api_legacy))
+        .route("/apis/{*rest}", any(api_groups))
+        .route("/openapi/v3", get(|| async { rest::json_response(StatusCode::OK, &openapi::root()) }))
+        .route("/openapi/v3/{*path}", get(openapi_document))
+        .fallback(|| async { Failure::no_route() })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Requests need the admin bearer token, except the health and version endpoints.
+async fn authenticate(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let open = matches!(request.uri().path(), "/livez" | "/readyz" | "/healthz" | "/version" | "/version/");
+    if open {
+        return next.run(request).await;
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token {
+        Some(token) if constant_time_eq(token.as_bytes(), state.credentials.admin_token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => Failure::unauthorized().into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    let store = state.registry.store();
+    match tokio::time::timeout(Duration::from_secs(2), store.read_barrier()).await {
+        Ok(Ok(())) => "ok".into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("[-]etcd failed: {e}\nreadyz check failed\n")).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "[-]etcd failed: timed out\nreadyz check failed\n").into_response(),
+    }
+}
+
+fn discovery_root(headers: &HeaderMap, legacy: bool) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if accept.contains("as=APIGroupDiscoveryList") {
+        let body = serde_json::to_vec(&discovery::aggregated(legacy)).unwrap_or_default();
+        return (StatusCode::OK, [(header::CONTENT_TYPE, discovery::AGGREGATED_V2)], body).into_response();
+    }
+    let doc = if legacy { discovery::api_versions() } else { discovery::api_groups() };
+    rest::json_response(StatusCode::OK, &doc)
+}
+
+async fn openapi_document(Path(path): Path<String>) -> Response {
+    match openapi::group_version(path.trim_matches('/')) {
+        Some(doc) => rest::json_response(StatusCode::OK, &doc),
+        None => Failure::no_route().into_response(),
+    }
+}
+
+async fn api_legacy(
+    State(state): State<Arc<ApiState>>,
+    method: Method,
+    Path(rest): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve_rest(state, true, method, rest, query, headers, body).await
+}
+
+async fn api_groups(
+    State(state): State<Arc<ApiState>>,
+    method: Method,
+    Path(rest): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve_rest(state, false, method, rest, query, headers, body).await
+}
+
+async fn serve_rest(
+    state: Arc<ApiState>,
+    legacy: bool,
+    method: Method,
+    rest: String,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => return Failure::too_large(MAX_BODY).into_response(),
+    };
+    rest::serve(state, legacy, method, rest, query, headers, body).await
+}
