@@ -466,7 +466,8 @@ async fn api_pods(cluster: &Cluster, pods: usize, clients: usize) -> Result<()> 
         "Kubernetes API, {clients} clients creating {pods} pods: {:.0} creates/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
         s.ops_per_sec, s.p50_ms, s.p99_ms, s.errors
     );
-    for (label, params) in [("one request", ListParams::default()), ("pages of 500", ListParams::default().limit(500))] {
+    for (label, params) in [("one request", ListParams::default()), ("pages of 500", ListParams::default().limit(500))]
+    {
         let t = Instant::now();
         let mut count = 0;
         let mut params = params;

@@ -62,7 +62,11 @@ impl FieldError {
     /// `field: Duplicate value: <value>`.
     pub fn duplicate(field: impl Into<String>, value: impl Serialize) -> FieldError {
         let shown = serde_json::to_string(&value).unwrap_or_default();
-        FieldError { reason: Reason::FieldValueDuplicate, field: field.into(), message: format!("Duplicate value: {shown}") }
+        FieldError {
+            reason: Reason::FieldValueDuplicate,
+            field: field.into(),
+            message: format!("Duplicate value: {shown}"),
+        }
     }
 
     /// `field: Forbidden: <detail>`.

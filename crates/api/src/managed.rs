@@ -48,7 +48,10 @@ fn fields_v1(value: &Value, path: &mut Vec<String>, root: bool) -> Value {
         if root && matches!(key.as_str(), "apiVersion" | "kind" | "status") {
             continue;
         }
-        if path.len() == 1 && path[0] == "metadata" && (SERVER_FIELDS.contains(&key.as_str()) || key == "name" || key == "namespace") {
+        if path.len() == 1
+            && path[0] == "metadata"
+            && (SERVER_FIELDS.contains(&key.as_str()) || key == "name" || key == "namespace")
+        {
             continue;
         }
         path.push(key.clone());

@@ -3,7 +3,7 @@
 //! These are the four ways a client may change an existing object through `PATCH` (and
 //! server-side apply), all pure functions with no I/O:
 //!
-//! - [`json_patch`]: RFC 6902 operations (`application/json-patch+json`);
+//! - [`json_patch()`]: RFC 6902 operations (`application/json-patch+json`);
 //! - [`merge_patch`]: RFC 7386 (`application/merge-patch+json`);
 //! - [`strategic_merge_patch`]: Kubernetes' strategic merge patch
 //!   (`application/strategic-merge-patch+json`), which is what `kubectl apply`, `set image`,

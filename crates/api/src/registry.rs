@@ -269,7 +269,8 @@ impl Registry {
     /// Creates the namespaces every cluster has, if missing. Safe to call on every master at
     /// every start.
     pub async fn bootstrap(&self) -> Result<(), RegistryError> {
-        let rt = resource::find("", "v1", "namespaces").ok_or_else(|| RegistryError::Internal("no namespaces".into()))?;
+        let rt =
+            resource::find("", "v1", "namespaces").ok_or_else(|| RegistryError::Internal("no namespaces".into()))?;
         for ns in SYSTEM_NAMESPACES {
             let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             match self.create(rt, None, object, &WriteOptions::default()).await {
@@ -532,6 +533,7 @@ impl Registry {
     /// like a PUT body (`scope` decides which part of it counts).
     ///
     /// `precondition` is a resourceVersion the current object must have, else `Conflict`.
+    #[allow(clippy::too_many_arguments)] // each is one independent knob of a Kubernetes write
     pub async fn update_with(
         &self,
         rt: &'static ResourceType,
@@ -569,7 +571,10 @@ impl Registry {
             }
             managed::record(&mut next, options.manager(), options.operation(), &now());
             if finalized(rt, &next) {
-                return self.remove(rt, namespace, name, &kv, next).await.map(|d| Written { object: d.object, warnings: vec![] });
+                return self
+                    .remove(rt, namespace, name, &kv, next)
+                    .await
+                    .map(|d| Written { object: d.object, warnings: vec![] });
             }
             let mut compare = vec![unchanged(&key, kv.mod_revision)];
             let mut success = Vec::new();
@@ -676,13 +681,15 @@ impl Registry {
     fn pending_deletion(&self, rt: &ResourceType, current: &Value, options: &DeleteOptions) -> Option<Value> {
         let mut next = current.clone();
         let already = current.pointer("/metadata/deletionTimestamp").is_some();
-        let finalizers = current.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        let finalizers =
+            current.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
         let is_pod = rt.plural == "pods" && rt.group.is_empty();
         let is_namespace = rt.plural == "namespaces" && rt.group.is_empty();
         let grace = if is_pod {
             let bound = current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
             let phase = current.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
-            let spec_grace = current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+            let spec_grace =
+                current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
             let grace = options.grace_period_seconds.unwrap_or(spec_grace).max(0);
             if !bound || matches!(phase, "Succeeded" | "Failed") || grace == 0 { 0 } else { grace }
         } else {
@@ -761,7 +768,8 @@ impl Registry {
         if remaining {
             return Ok(false);
         }
-        let rt = resource::find("", "v1", "namespaces").ok_or_else(|| RegistryError::Internal("no namespaces".into()))?;
+        let rt =
+            resource::find("", "v1", "namespaces").ok_or_else(|| RegistryError::Internal("no namespaces".into()))?;
         let key = keys::object_key(rt.storage, None, namespace);
         let Some(kv) = self.read_kv(&key, true).await? else {
             return Ok(true);
@@ -808,11 +816,7 @@ impl Registry {
                 let initial = listed
                     .items
                     .into_iter()
-                    .map(|object| Change {
-                        kind: ChangeType::Added,
-                        revision: object_revision(&object),
-                        object,
-                    })
+                    .map(|object| Change { kind: ChangeType::Added, revision: object_revision(&object), object })
                     .collect();
                 (initial, listed.revision)
             }
@@ -873,7 +877,9 @@ impl Registry {
                         FieldError::invalid(
                             "spec.clusterIPs",
                             [&asked],
-                            format!("failed to allocate IP {asked}: the provided IP ({asked}) is not in the valid range. The range of valid IPs is {net}/{bits}"),
+                            format!(
+                                "failed to allocate IP {asked}: the provided IP ({asked}) is not in the valid range. The range of valid IPs is {net}/{bits}"
+                            ),
                         ),
                     ));
                 }
@@ -896,9 +902,10 @@ impl Registry {
             }
         }
         if matches!(kind.as_str(), "NodePort" | "LoadBalancer") {
-            let held: BTreeSet<i64> = old.map(|o| node_ports(o)).unwrap_or_default().into_iter().collect();
+            let held: BTreeSet<i64> = old.map(node_ports).unwrap_or_default().into_iter().collect();
             let mut chosen = BTreeSet::new();
-            let ports = object.pointer_mut("/spec/ports").and_then(Value::as_array_mut).map(std::mem::take).unwrap_or_default();
+            let ports =
+                object.pointer_mut("/spec/ports").and_then(Value::as_array_mut).map(std::mem::take).unwrap_or_default();
             let mut out = Vec::new();
             for (i, mut port) in ports.into_iter().enumerate() {
                 let asked = port.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
@@ -912,14 +919,22 @@ impl Registry {
                             FieldError::invalid(
                                 format!("spec.ports[{i}].nodePort"),
                                 asked,
-                                format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"),
+                                format!(
+                                    "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+                                ),
                             ),
                         ));
                     }
-                    if !held.contains(&asked) && (chosen.contains(&asked) || self.read_kv(&port_key(asked), linearizable).await?.is_some()) {
+                    if !held.contains(&asked)
+                        && (chosen.contains(&asked) || self.read_kv(&port_key(asked), linearizable).await?.is_some())
+                    {
                         return Err(invalid_service(
                             object,
-                            FieldError::invalid(format!("spec.ports[{i}].nodePort"), asked, "provided port is already allocated"),
+                            FieldError::invalid(
+                                format!("spec.ports[{i}].nodePort"),
+                                asked,
+                                "provided port is already allocated",
+                            ),
                         ));
                     }
                     asked
@@ -1172,7 +1187,10 @@ fn check_type(rt: &ResourceType, object: &Value) -> Result<(), RegistryError> {
 impl RegistryError {
     fn with_kind_mismatch(self, rt: &ResourceType, kind: &str) -> RegistryError {
         if !kind.is_empty() && kind != rt.kind {
-            RegistryError::BadRequest(format!("the kind in the data ({kind}) does not match the expected kind ({})", rt.kind))
+            RegistryError::BadRequest(format!(
+                "the kind in the data ({kind}) does not match the expected kind ({})",
+                rt.kind
+            ))
         } else {
             self
         }
@@ -1211,7 +1229,9 @@ fn too_old(after: i64, compacted: i64) -> RegistryError {
 fn rejected(rt: &ResourceType, name: &str, e: kinds::Rejected) -> RegistryError {
     match e {
         kinds::Rejected::BadRequest(message) => RegistryError::BadRequest(message),
-        kinds::Rejected::Invalid(causes) => RegistryError::Invalid { kind: rt.qualified_kind(), name: name.into(), causes },
+        kinds::Rejected::Invalid(causes) => {
+            RegistryError::Invalid { kind: rt.qualified_kind(), name: name.into(), causes }
+        }
     }
 }
 
@@ -1354,7 +1374,8 @@ fn bump_generation(rt: &ResourceType, current: &Value, next: &mut Value) {
     }
     let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
     let changed = current.get("spec") != next.get("spec")
-        || (next.pointer("/metadata/deletionTimestamp").is_some() && current.pointer("/metadata/deletionTimestamp").is_none());
+        || (next.pointer("/metadata/deletionTimestamp").is_some()
+            && current.pointer("/metadata/deletionTimestamp").is_none());
     if let Some(meta) = next.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("generation".into(), json!(if changed { generation + 1 } else { generation }));
     }
@@ -1391,7 +1412,9 @@ fn node_ports(object: &Value) -> Vec<i64> {
     object
         .pointer("/spec/ports")
         .and_then(Value::as_array)
-        .map(|ports| ports.iter().filter_map(|p| p.get("nodePort").and_then(Value::as_i64)).filter(|p| *p > 0).collect())
+        .map(|ports| {
+            ports.iter().filter_map(|p| p.get("nodePort").and_then(Value::as_i64)).filter(|p| *p > 0).collect()
+        })
         .unwrap_or_default()
 }
 

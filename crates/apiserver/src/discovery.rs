@@ -174,7 +174,8 @@ mod tests {
     #[test]
     fn legacy_discovery_lists_eviction_in_the_policy_group() {
         let doc = resource_list("", "v1").expect("core");
-        let eviction = doc["resources"].as_array().expect("list").iter().find(|r| r["name"] == "pods/eviction").cloned();
+        let eviction =
+            doc["resources"].as_array().expect("list").iter().find(|r| r["name"] == "pods/eviction").cloned();
         assert_eq!(eviction.expect("eviction")["group"], "policy");
         assert!(resource_list("nope", "v1").is_none());
     }

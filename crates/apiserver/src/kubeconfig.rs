@@ -29,7 +29,10 @@ pub fn for_servers(existing: &str, servers: &[(String, String)]) -> Result<Strin
         .pointer("/clusters/0/cluster/certificate-authority-data")
         .and_then(serde_json::Value::as_str)
         .ok_or(KubeconfigError::Missing("certificate-authority-data"))?;
-    let token = doc.pointer("/users/0/user/token").and_then(serde_json::Value::as_str).ok_or(KubeconfigError::Missing("token"))?;
+    let token = doc
+        .pointer("/users/0/user/token")
+        .and_then(serde_json::Value::as_str)
+        .ok_or(KubeconfigError::Missing("token"))?;
     Ok(render(ca, token, servers))
 }
 
@@ -61,7 +64,10 @@ mod tests {
     #[test]
     fn the_kubeconfig_names_every_master_and_carries_the_token() {
         let creds = ClusterCredentials::generate().expect("credentials");
-        let servers = vec![("m1".to_string(), "https://127.0.0.1:6443".to_string()), ("m2".into(), "https://127.0.0.2:6443".into())];
+        let servers = vec![
+            ("m1".to_string(), "https://127.0.0.1:6443".to_string()),
+            ("m2".into(), "https://127.0.0.2:6443".into()),
+        ];
         let text = admin_kubeconfig(&creds, &servers);
         let doc: serde_json::Value = serde_yaml_ng::from_str(&text).expect("yaml");
         assert_eq!(doc["current-context"], "m1");

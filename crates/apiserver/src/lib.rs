@@ -183,10 +183,8 @@ impl ApiServer {
     /// Picks up namespaces left terminating by a master that stopped midway.
     async fn resume_namespace_cleanup(&self) {
         let Some(rt) = trireme_api::resource::find("", "v1", "namespaces") else { return };
-        let options = trireme_api::registry::ListOptions {
-            read: trireme_api::version::ReadAt::Any,
-            ..Default::default()
-        };
+        let options =
+            trireme_api::registry::ListOptions { read: trireme_api::version::ReadAt::Any, ..Default::default() };
         if let Ok(list) = self.state.registry.list(rt, None, &options).await {
             for ns in list.items.iter().filter(|n| n.pointer("/metadata/deletionTimestamp").is_some()) {
                 self.state.finish_namespace(trireme_api::registry::object_name(ns));
@@ -241,8 +239,12 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     let store = state.registry.store();
     match tokio::time::timeout(Duration::from_secs(2), store.read_barrier()).await {
         Ok(Ok(())) => "ok".into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("[-]etcd failed: {e}\nreadyz check failed\n")).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "[-]etcd failed: timed out\nreadyz check failed\n").into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("[-]etcd failed: {e}\nreadyz check failed\n")).into_response()
+        }
+        Err(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "[-]etcd failed: timed out\nreadyz check failed\n").into_response()
+        }
     }
 }
 

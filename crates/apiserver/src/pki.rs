@@ -111,7 +111,8 @@ impl ClusterCredentials {
             tracing::info!("created the cluster CA and admin token");
             return Ok(fresh);
         }
-        let (read, _) = store.range(RangeRequest { key: CREDENTIALS_KEY.as_bytes().to_vec(), ..Default::default() }).await?;
+        let (read, _) =
+            store.range(RangeRequest { key: CREDENTIALS_KEY.as_bytes().to_vec(), ..Default::default() }).await?;
         match read.kvs.first() {
             Some(kv) => Ok(serde_json::from_slice(&kv.value)?),
             None => Err(PkiError::Store(trireme_store::StoreError::KeyNotFound)),

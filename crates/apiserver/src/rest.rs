@@ -118,7 +118,9 @@ async fn route(
     let Some((group, version, segs)) = split_group_version(legacy, rest) else {
         if !legacy && method == Method::GET {
             let name = rest.trim_matches('/');
-            return discovery::api_group(name).map(|doc| json_response(StatusCode::OK, &doc)).ok_or_else(Failure::no_route);
+            return discovery::api_group(name)
+                .map(|doc| json_response(StatusCode::OK, &doc))
+                .ok_or_else(Failure::no_route);
         }
         return Err(Failure::no_route());
     };
@@ -205,10 +207,7 @@ impl Call {
         WriteOptions {
             strict: self.param("fieldValidation") == Some("Strict"),
             dry_run: self.param("dryRun").is_some(),
-            field_manager: self
-                .param("fieldManager")
-                .map(str::to_string)
-                .or_else(|| user_agent_manager(&self.headers)),
+            field_manager: self.param("fieldManager").map(str::to_string).or_else(|| user_agent_manager(&self.headers)),
             apply: false,
         }
     }
@@ -417,11 +416,7 @@ impl Call {
     }
 
     fn check_scalable(&self) -> Result<(), Failure> {
-        if self.rt().subresources.contains(&"scale") {
-            Ok(())
-        } else {
-            Err(Failure::no_route())
-        }
+        if self.rt().subresources.contains(&"scale") { Ok(()) } else { Err(Failure::no_route()) }
     }
 
     async fn get_scale(self) -> Result<Response, Failure> {
@@ -433,13 +428,12 @@ impl Call {
     async fn change_scale(self) -> Result<Response, Failure> {
         self.check_scalable()?;
         let body = self.body_value()?;
-        let patch_kind = if self.headers.contains_key(header::CONTENT_TYPE)
-            && content_type(&self.headers).contains("patch")
-        {
-            Some(PatchKind::from_content_type(&content_type(&self.headers))?)
-        } else {
-            None
-        };
+        let patch_kind =
+            if self.headers.contains_key(header::CONTENT_TYPE) && content_type(&self.headers).contains("patch") {
+                Some(PatchKind::from_content_type(&content_type(&self.headers))?)
+            } else {
+                None
+            };
         let written = self
             .state
             .registry
@@ -452,7 +446,9 @@ impl Call {
                 |current| {
                     let scale = scale_of(current);
                     let wanted = match patch_kind {
-                        Some(kind) => kind.apply(&scale, &body).map_err(|e| RegistryError::BadRequest(e.to_string()))?,
+                        Some(kind) => {
+                            kind.apply(&scale, &body).map_err(|e| RegistryError::BadRequest(e.to_string()))?
+                        }
                         None => body.clone(),
                     };
                     let replicas = wanted.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
@@ -502,7 +498,9 @@ impl Call {
                 Scope::Binding,
                 &WriteOptions::default(),
                 |current| {
-                    if let Some(bound) = current.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+                    if let Some(bound) =
+                        current.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty())
+                    {
                         return Err(RegistryError::Conflict {
                             resource: "pods".into(),
                             name: name.clone(),
@@ -617,9 +615,7 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, Failure> {
     if content_type.contains("yaml") {
         return serde_yaml_ng::from_slice(body).map_err(|e| Failure::bad_request(format!("error decoding YAML: {e}")));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        Failure::bad_request(format!("error decoding the request body: {e}"))
-    })
+    serde_json::from_slice(body).map_err(|e| Failure::bad_request(format!("error decoding the request body: {e}")))
 }
 
 /// A JSON response.

@@ -36,12 +36,22 @@ impl Failure {
 
     /// 401 Unauthorized.
     pub fn unauthorized() -> Failure {
-        Failure { code: StatusCode::UNAUTHORIZED, reason: "Unauthorized", message: "Unauthorized".into(), details: None }
+        Failure {
+            code: StatusCode::UNAUTHORIZED,
+            reason: "Unauthorized",
+            message: "Unauthorized".into(),
+            details: None,
+        }
     }
 
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed(message: impl Into<String>) -> Failure {
-        Failure { code: StatusCode::METHOD_NOT_ALLOWED, reason: "MethodNotAllowed", message: message.into(), details: None }
+        Failure {
+            code: StatusCode::METHOD_NOT_ALLOWED,
+            reason: "MethodNotAllowed",
+            message: message.into(),
+            details: None,
+        }
     }
 
     /// 413 RequestEntityTooLarge.
@@ -59,7 +69,9 @@ impl Failure {
         Failure {
             code: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             reason: "UnsupportedMediaType",
-            message: format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {content_type}"),
+            message: format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {content_type}"
+            ),
             details: None,
         }
     }
@@ -116,7 +128,9 @@ impl From<RegistryError> for Failure {
             RegistryError::TooLargeResourceVersion { .. } => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "Timeout",
-                Some(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1})),
+                Some(
+                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+                ),
             ),
             RegistryError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", None),
             RegistryError::Store(store) => return store_failure(store),

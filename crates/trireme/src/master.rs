@@ -12,15 +12,15 @@ use clap::Args;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use trireme_api::registry::RegistryConfig;
+use trireme_apiserver::ApiConfig;
+use trireme_apiserver::ApiServer;
+use trireme_apiserver::kubeconfig::admin_kubeconfig;
 use trireme_etcd::EtcdConfig;
 use trireme_etcd::EtcdServer;
 use trireme_store::Store;
 use trireme_store::StoreConfig;
 use trireme_store::identity;
-use trireme_api::registry::RegistryConfig;
-use trireme_apiserver::ApiConfig;
-use trireme_apiserver::ApiServer;
-use trireme_apiserver::kubeconfig::admin_kubeconfig;
 use trireme_store::identity::MemberIdentity;
 use trireme_store::types::Member;
 
@@ -282,7 +282,8 @@ impl MasterConfig {
             .filter(|u| !u.is_empty())
             .map(str::to_string)
             .collect();
-        let listen_api = listen_api_urls.iter().map(|u| api_socket_of("listen-api-urls", u)).collect::<Result<Vec<_>>>()?;
+        let listen_api =
+            listen_api_urls.iter().map(|u| api_socket_of("listen-api-urls", u)).collect::<Result<Vec<_>>>()?;
         let advertise_api_urls: Vec<String> = match args.advertise_api_urls.as_deref() {
             Some(urls) => urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_string).collect(),
             None => listen_api_urls.clone(),

@@ -139,7 +139,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating --dir {}", args.dir.display()))?;
     let mut cluster = plan(&args)?;
     if cluster.processes.iter().any(|p| p.api_url.is_empty()) {
-        bail!("{} holds a cluster from an older trireme without a Kubernetes API; use another --dir", args.dir.display());
+        bail!(
+            "{} holds a cluster from an older trireme without a Kubernetes API; use another --dir",
+            args.dir.display()
+        );
     }
     let initial_cluster = cluster
         .processes
@@ -177,7 +180,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
     println!("Use it with kubectl (one context per master; the first is current):");
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get namespaces");
-    println!("  kubectl create deployment web --image=nginx --replicas=2 --dry-run=client -o yaml | kubectl apply -f -");
+    println!(
+        "  kubectl create deployment web --image=nginx --replicas=2 --dry-run=client -o yaml | kubectl apply -f -"
+    );
     println!();
     println!("Use the store with etcdctl:");
     println!("  export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={endpoints}");
@@ -242,7 +247,8 @@ async fn write_kubeconfig(cluster: &ClusterFile, dir: &Path) -> Result<PathBuf> 
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let servers: Vec<(String, String)> = masters.iter().map(|p| (p.name.clone(), p.api_url.clone())).collect();
-    let text = trireme_apiserver::kubeconfig::for_servers(&admin, &servers).context("reading a master's admin.kubeconfig")?;
+    let text =
+        trireme_apiserver::kubeconfig::for_servers(&admin, &servers).context("reading a master's admin.kubeconfig")?;
     let path = dir.join("kubeconfig");
     let tmp = dir.join("kubeconfig.tmp");
     {

@@ -124,14 +124,20 @@ async fn leases_keep_alive_report_keys_revoke_and_expire() -> Test {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_makes_reads_below_it_fail() -> Test {
     let cluster = Cluster::start(3).await?;
+    // The masters write their own keys (cluster credentials, system namespaces) at start, so
+    // the revisions of these puts are read from the responses.
+    let mut revisions = Vec::new();
     for v in ["1", "2", "3"] {
-        ok(cluster.etcdctl(&["put", "c", v]).await?)?;
+        let put: serde_json::Value = serde_json::from_str(&ok(cluster.etcdctl(&["put", "c", v, "-w", "json"]).await?)?)?;
+        revisions.push(put["header"]["revision"].as_i64().context("revision")?);
     }
-    ok(cluster.etcdctl(&["compaction", "3"]).await?)?;
-    let out = cluster.etcdctl(&["get", "c", "--rev=2"]).await?;
+    let (second, third) = (revisions[1].to_string(), revisions[2].to_string());
+    ok(cluster.etcdctl(&["compaction", &third]).await?)?;
+    let out = cluster.etcdctl(&["get", "c", &format!("--rev={second}")]).await?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted"));
-    assert_eq!(ok(cluster.etcdctl(&["get", "c", "--rev=3", "--print-value-only"]).await?)?.trim(), "2");
+    let at_third = ok(cluster.etcdctl(&["get", "c", &format!("--rev={third}"), "--print-value-only"]).await?)?;
+    assert_eq!(at_third.trim(), "3");
     Ok(())
 }
 

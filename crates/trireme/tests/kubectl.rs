@@ -64,7 +64,10 @@ async fn kubectl_manages_objects_on_a_three_master_cluster() -> Result<()> {
     ensure!(namespaces.contains("Active"), "STATUS column:\n{namespaces}");
     let resources = ok(k(&["api-resources"]).await?)?;
     ensure!(
-        resources.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["deployments", "deploy", "apps/v1", "true", "Deployment"]),
+        resources
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["deployments", "deploy", "apps/v1", "true", "Deployment"]),
         "api-resources:\n{resources}"
     );
 
@@ -72,11 +75,22 @@ async fn kubectl_manages_objects_on_a_three_master_cluster() -> Result<()> {
     let created = ok(cluster.kubectl_with_input(&["create", "-f", "-"], Some(DEPLOYMENT)).await?)?;
     ensure!(created.contains("deployment.apps/web created"), "{created}");
     let yaml = ok(k(&["get", "deploy", "web", "-o", "yaml"]).await?)?;
-    for expected in ["replicas: 2", "type: RollingUpdate", "revisionHistoryLimit: 10", "uid:", "creationTimestamp:", "generation: 1"] {
+    for expected in [
+        "replicas: 2",
+        "type: RollingUpdate",
+        "revisionHistoryLimit: 10",
+        "uid:",
+        "creationTimestamp:",
+        "generation: 1",
+    ] {
         ensure!(yaml.contains(expected), "missing {expected:?} in\n{yaml}");
     }
     let again = cluster.kubectl_with_input(&["create", "-f", "-"], Some(DEPLOYMENT)).await?;
-    ensure!(stderr(&again).contains("AlreadyExists") && stderr(&again).contains("already exists"), "{}", stderr(&again));
+    ensure!(
+        stderr(&again).contains("AlreadyExists") && stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
     let table = ok(k(&["get", "deployments"]).await?)?;
     let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
     ensure!(header == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], "{table}");
@@ -99,7 +113,8 @@ async fn kubectl_manages_objects_on_a_three_master_cluster() -> Result<()> {
 
     tracing_phase("--- patch: merge, json, strategic");
     ok(k(&["patch", "deploy", "web", "--type=merge", "-p", r#"{"spec":{"minReadySeconds":5}}"#]).await?)?;
-    ok(k(&["patch", "deploy", "web", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#]).await?)?;
+    ok(k(&["patch", "deploy", "web", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#])
+        .await?)?;
     ok(k(&[
         "patch",
         "deploy",
@@ -109,9 +124,18 @@ async fn kubectl_manages_objects_on_a_three_master_cluster() -> Result<()> {
         r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"busybox:1.37"}]}}}}"#,
     ])
     .await?)?;
-    let spec = ok(k(&["get", "deploy", "web", "-o", "jsonpath={.spec.minReadySeconds} {.spec.replicas} {.spec.template.spec.containers[*].image}"]).await?)?;
+    let spec = ok(k(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.minReadySeconds} {.spec.replicas} {.spec.template.spec.containers[*].image}",
+    ])
+    .await?)?;
     ensure!(spec == "5 4 nginx:1.27 busybox:1.37", "{spec}");
-    let bad_patch = k(&["patch", "deploy", "web", "--type=json", "-p", r#"[{"op":"test","path":"/spec/replicas","value":9}]"#]).await?;
+    let bad_patch =
+        k(&["patch", "deploy", "web", "--type=json", "-p", r#"[{"op":"test","path":"/spec/replicas","value":9}]"#])
+            .await?;
     ensure!(!bad_patch.status.success(), "a failing json patch test op is refused");
 
     tracing_phase("--- replace, and a stale replace gets Conflict");
@@ -121,14 +145,27 @@ async fn kubectl_manages_objects_on_a_three_master_cluster() -> Result<()> {
     let replaced = ok(cluster.kubectl_with_input(&["replace", "-f", "-"], Some(&object.to_string())).await?)?;
     ensure!(replaced.contains("deployment.apps/web replaced"), "{replaced}");
     let stale = cluster.kubectl_with_input(&["replace", "-f", "-"], Some(&object.to_string())).await?;
-    ensure!(stderr(&stale).contains("Conflict") && stderr(&stale).contains("the object has been modified"), "{}", stderr(&stale));
+    ensure!(
+        stderr(&stale).contains("Conflict") && stderr(&stale).contains("the object has been modified"),
+        "{}",
+        stderr(&stale)
+    );
 
     tracing_phase("--- apply twice (configured, unchanged) and server-side apply");
     let config_map = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: fast\n";
-    ensure!(ok(cluster.kubectl_with_input(&["apply", "-f", "-"], Some(config_map)).await?)?.contains("configmap/settings created"));
+    ensure!(
+        ok(cluster.kubectl_with_input(&["apply", "-f", "-"], Some(config_map)).await?)?
+            .contains("configmap/settings created")
+    );
     let changed = config_map.replace("fast", "safe");
-    ensure!(ok(cluster.kubectl_with_input(&["apply", "-f", "-"], Some(&changed)).await?)?.contains("configmap/settings configured"));
-    ensure!(ok(cluster.kubectl_with_input(&["apply", "-f", "-"], Some(&changed)).await?)?.contains("configmap/settings unchanged"));
+    ensure!(
+        ok(cluster.kubectl_with_input(&["apply", "-f", "-"], Some(&changed)).await?)?
+            .contains("configmap/settings configured")
+    );
+    ensure!(
+        ok(cluster.kubectl_with_input(&["apply", "-f", "-"], Some(&changed)).await?)?
+            .contains("configmap/settings unchanged")
+    );
     ensure!(ok(k(&["get", "cm", "settings", "-o", "jsonpath={.data.mode}"]).await?)? == "safe");
     let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports:\n  - port: 80\n";
     let applied = ok(cluster.kubectl_with_input(&["apply", "--server-side", "-f", "-"], Some(service)).await?)?;
@@ -158,17 +195,29 @@ async fn kubectl_manages_objects_on_a_three_master_cluster() -> Result<()> {
 
     tracing_phase("--- bad input gets readable errors");
     let unknown = cluster
-        .kubectl_with_input(&["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndatta: {}\n"))
+        .kubectl_with_input(
+            &["create", "-f", "-"],
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndatta: {}\n"),
+        )
         .await?;
     ensure!(stderr(&unknown).contains("unknown field") && stderr(&unknown).contains("datta"), "{}", stderr(&unknown));
     let invalid = cluster
-        .kubectl_with_input(&["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n"))
+        .kubectl_with_input(
+            &["create", "-f", "-"],
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n"),
+        )
         .await?;
-    ensure!(stderr(&invalid).contains("is invalid") && stderr(&invalid).contains("metadata.name"), "{}", stderr(&invalid));
+    ensure!(
+        stderr(&invalid).contains("is invalid") && stderr(&invalid).contains("metadata.name"),
+        "{}",
+        stderr(&invalid)
+    );
     let no_image = POD.replace("    image: nginx:1.25\n", "").replace("solo", "noimage");
     let no_image = cluster.kubectl_with_input(&["create", "-f", "-"], Some(&no_image)).await?;
     ensure!(stderr(&no_image).contains("spec.containers[0].image: Required value"), "{}", stderr(&no_image));
-    let kind = cluster.kubectl_with_input(&["create", "-f", "-"], Some("apiVersion: v1\nkind: Widget\nmetadata:\n  name: x\n")).await?;
+    let kind = cluster
+        .kubectl_with_input(&["create", "-f", "-"], Some("apiVersion: v1\nkind: Widget\nmetadata:\n  name: x\n"))
+        .await?;
     // kubectl refuses a kind the server does not serve before sending it (its schema lookup
     // fails); the server would answer 400 (see the API server's tests).
     ensure!(!kind.status.success(), "{}", stderr(&kind));
@@ -181,7 +230,10 @@ async fn kubectl_manages_objects_on_a_three_master_cluster() -> Result<()> {
     let namespace = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n";
     ok(cluster.kubectl_with_input(&["apply", "-f", "-"], Some(namespace)).await?)?;
     ok(cluster
-        .kubectl_with_input(&["apply", "-n", "team", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: inside\n"))
+        .kubectl_with_input(
+            &["apply", "-n", "team", "-f", "-"],
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: inside\n"),
+        )
         .await?)?;
     ok(cluster.kubectl_with_input(&["apply", "-n", "team", "-f", "-"], Some(POD)).await?)?;
     let gone = ok(k(&["delete", "namespace", "team", "--timeout=20s"]).await?)?;
@@ -219,7 +271,8 @@ async fn kubectl_get_watch_prints_changes_from_another_master() -> Result<()> {
         let line = tokio::time::timeout(common::WAIT, lines.next_line()).await??.context("watch ended")?;
         seen.push(line);
     }
-    let row: Vec<&str> = seen.iter().find(|l| l.starts_with("two")).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+    let row: Vec<&str> =
+        seen.iter().find(|l| l.starts_with("two")).map(|l| l.split_whitespace().collect()).unwrap_or_default();
     ensure!(row.len() == 3 && row[1] == "1", "watch rows are table rows (NAME DATA AGE): {seen:?}");
     watch.kill().await?;
     Ok(())

@@ -1,5 +1,5 @@
-//! `trireme up` as `make run` uses it: a cluster comes up, says how to use it, serves etcdctl,
-//! and stops every process on Ctrl-C.
+//! `trireme up` as `make run` uses it: a cluster comes up, says how to use it, serves kubectl
+//! (through every master's context) and etcdctl, and stops every process on Ctrl-C.
 
 mod common;
 
@@ -16,10 +16,10 @@ use nix::unistd::Pid;
 use tokio::io::AsyncBufReadExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_starts_a_cluster_that_etcdctl_can_use_and_ctrl_c_stops_it() -> Result<()> {
+async fn up_starts_a_cluster_that_kubectl_and_etcdctl_can_use_and_ctrl_c_stops_it() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_trireme"))
-        .args(["up", "--masters", "3", "--dir"])
+        .args(["up", "--masters", "3", "--nodes", "0", "--dir"])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
@@ -47,6 +47,18 @@ async fn up_starts_a_cluster_that_etcdctl_can_use_and_ctrl_c_stops_it() -> Resul
         .filter_map(|p| p["pid"].as_i64().and_then(|pid| i32::try_from(pid).ok()))
         .collect();
     assert_eq!(pids.len(), 3);
+
+    let kubeconfig = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("export KUBECONFIG="))
+        .context("up printed the kubeconfig to export")?
+        .to_string();
+    ensure!(std::path::Path::new(&kubeconfig) == dir.path().canonicalize()?.join("kubeconfig"), "{kubeconfig}");
+    let cache = dir.path().join("kubecache");
+    for context in ["m1", "m2", "m3"] {
+        let out = common::kubectl(kubeconfig.as_ref(), &cache, &["--context", context, "get", "namespaces"], None).await?;
+        ensure!(ok(out)?.contains("kube-system"), "kubectl through {context}");
+    }
 
     ok(etcdctl(&endpoints, &["put", "greeting", "hello"], None).await?)?;
     assert_eq!(ok(etcdctl(&endpoints, &["get", "greeting", "--print-value-only"], None).await?)?.trim(), "hello");

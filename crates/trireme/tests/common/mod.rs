@@ -279,7 +279,12 @@ pub async fn kubectl(
 /// stdout of a successful run, or an error with stderr.
 pub fn ok(out: Output) -> Result<String> {
     if !out.status.success() {
-        bail!("command failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        bail!(
+            "command failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     Ok(String::from_utf8(out.stdout)?)
 }
