@@ -30,6 +30,30 @@ pub fn version() -> Value {
     })
 }
 
+/// A served group whose resources are requests answered at once, not stored objects:
+/// `kubectl auth can-i` asks `selfsubjectaccessreviews`.
+pub const AUTHORIZATION: (&str, &str) = ("authorization.k8s.io", "v1");
+
+fn authorization_resource(aggregated: bool) -> Value {
+    if aggregated {
+        json!({
+            "resource": "selfsubjectaccessreviews",
+            "responseKind": {"group": AUTHORIZATION.0, "version": AUTHORIZATION.1, "kind": "SelfSubjectAccessReview"},
+            "scope": "Cluster",
+            "singularResource": "selfsubjectaccessreview",
+            "verbs": ["create"],
+        })
+    } else {
+        json!({
+            "name": "selfsubjectaccessreviews",
+            "singularName": "selfsubjectaccessreview",
+            "namespaced": false,
+            "kind": "SelfSubjectAccessReview",
+            "verbs": ["create"],
+        })
+    }
+}
+
 const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 /// The kind and verbs of a subresource, as Kubernetes reports them.
@@ -85,6 +109,13 @@ pub fn aggregated(legacy: bool) -> Value {
             })
         })
         .collect();
+    let mut items = items;
+    if !legacy {
+        items.push(json!({
+            "metadata": {"name": AUTHORIZATION.0, "creationTimestamp": null},
+            "versions": [{"version": AUTHORIZATION.1, "resources": [authorization_resource(true)], "freshness": "Current"}],
+        }));
+    }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
 
@@ -99,13 +130,18 @@ pub fn api_versions() -> Value {
 
 /// `GET /apis` (legacy).
 pub fn api_groups() -> Value {
-    let groups: Vec<Value> = GROUPS.iter().filter(|(g, _)| !g.is_empty()).map(|(g, v)| group(g, v)).collect();
+    let groups: Vec<Value> = GROUPS
+        .iter()
+        .chain(std::iter::once(&AUTHORIZATION))
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, v)| group(g, v))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `GET /apis/<group>` (legacy), if the group is served.
 pub fn api_group(name: &str) -> Option<Value> {
-    GROUPS.iter().find(|(g, _)| *g == name && !g.is_empty()).map(|(g, v)| {
+    GROUPS.iter().chain(std::iter::once(&AUTHORIZATION)).find(|(g, _)| *g == name && !g.is_empty()).map(|(g, v)| {
         let mut doc = group(g, v);
         doc["kind"] = json!("APIGroup");
         doc["apiVersion"] = json!("v1");
@@ -120,6 +156,11 @@ fn group(name: &str, version: &str) -> Value {
 
 /// `GET /api/v1` or `GET /apis/<group>/<version>` (legacy): the APIResourceList, if served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if (group, version) == AUTHORIZATION {
+        let resources = [authorization_resource(false)];
+        let group_version = format!("{group}/{version}");
+        return Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}));
+    }
     if !GROUPS.contains(&(group, version)) {
         return None;
     }

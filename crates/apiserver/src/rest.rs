@@ -130,6 +130,12 @@ async fn route(
             _ => Err(Failure::no_route()),
         };
     }
+    if (group.as_str(), version.as_str()) == discovery::AUTHORIZATION {
+        return match (method, segs.as_slice()) {
+            (Method::POST, [res]) if res == "selfsubjectaccessreviews" => Ok(access_review()),
+            _ => Err(Failure::no_route()),
+        };
+    }
     let target = resolve(&group, &version, &segs)?;
     if target.rt.namespaced && target.namespace.is_none() {
         if target.name.is_some() {
@@ -603,14 +609,19 @@ fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| "application/json".into())
 }
 
-/// Decodes a JSON or YAML body.
+/// Decodes a JSON, YAML or Kubernetes protobuf body.
 pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, Failure> {
     let content_type = content_type(headers);
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
+    let protobuf = content_type == crate::protobuf::MEDIA_TYPE;
+    if (content_type.contains("protobuf") && !protobuf) || content_type.contains("cbor") {
         return Err(Failure::unsupported_media(&content_type));
     }
     if body.is_empty() {
         return Err(Failure::bad_request("the request body is empty"));
+    }
+    if protobuf {
+        // kubectl's imperative commands (`kubectl create deployment`, ...) send protobuf.
+        return crate::protobuf::decode(body).map_err(Failure::from);
     }
     if content_type.contains("yaml") {
         return serde_yaml_ng::from_slice(body).map_err(|e| Failure::bad_request(format!("error decoding YAML: {e}")));
@@ -632,6 +643,19 @@ fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
         }
     }
     response
+}
+
+/// `kubectl auth can-i`: every authenticated request is the cluster admin's (service accounts'
+/// permissions arrive with their tokens), so every review is allowed.
+fn access_review() -> Response {
+    let review = json!({
+        "kind": "SelfSubjectAccessReview",
+        "apiVersion": "authorization.k8s.io/v1",
+        "metadata": {},
+        "spec": {},
+        "status": {"allowed": true, "reason": "the admin token may do anything"},
+    });
+    json_response(StatusCode::CREATED, &review)
 }
 
 fn success_status() -> Value {

@@ -453,9 +453,11 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         },
     };
     shutdown.cancel();
+    // The store stops while the servers drain: a peer server waits for its peers' replication
+    // streams to close, and those close only when the peers' stores stop, so masters stopping
+    // together would otherwise wait on each other until the drain timeout.
     let drain = async { while servers.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
-    store.shutdown().await;
+    let _ = tokio::join!(tokio::time::timeout(Duration::from_secs(5), drain), store.shutdown());
     outcome
 }
 

@@ -275,6 +275,37 @@ async fn kubectl_get_watch_prints_changes_from_another_master() -> Result<()> {
         seen.iter().find(|l| l.starts_with("two")).map(|l| l.split_whitespace().collect()).unwrap_or_default();
     ensure!(row.len() == 3 && row[1] == "1", "watch rows are table rows (NAME DATA AGE): {seen:?}");
     watch.kill().await?;
+
+    eprintln!("--- a watch from a compacted resourceVersion ends with an ERROR event: 410 Expired");
+    let put: serde_json::Value =
+        serde_json::from_str(&ok(cluster.etcdctl(&["put", "/unrelated", "x", "-w", "json"]).await?)?)?;
+    let revision = put["header"]["revision"].as_i64().context("revision")?;
+    ok(cluster.etcdctl(&["compaction", &revision.to_string()]).await?)?;
+    let path = "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=2&timeoutSeconds=2";
+    let raw = ok(cluster.kubectl(&["get", "--raw", path]).await?)?;
+    let event: serde_json::Value = serde_json::from_str(raw.lines().next().unwrap_or_default())?;
+    ensure!(event["type"] == "ERROR" && event["object"]["code"] == 410, "{raw}");
+    ensure!(event["object"]["reason"] == "Expired", "{raw}");
+    // kubectl itself relists and watches again from the newest state.
+    let list = ok(cluster.kubectl(&["get", "configmaps", "-o", "name"]).await?)?;
+    ensure!(list.contains("configmap/one") && list.contains("configmap/two"), "{list}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_the_admin_token_are_unauthorized_except_health_and_version() -> Result<()> {
+    let cluster = Cluster::start(1).await?;
+    cluster.kubeconfig().await?;
+    let denied = cluster.kubectl(&["--token", "not-the-token", "get", "pods"]).await?;
+    ensure!(stderr(&denied).contains("You must be logged in to the server"), "{}", stderr(&denied));
+    for open in ["/livez", "/readyz", "/healthz"] {
+        let out = ok(cluster.kubectl(&["--token", "not-the-token", "get", "--raw", open]).await?)?;
+        ensure!(out.trim() == "ok", "{open}: {out}");
+    }
+    let version = ok(cluster.kubectl(&["--token", "not-the-token", "get", "--raw", "/version"]).await?)?;
+    let version: serde_json::Value = serde_json::from_str(&version)?;
+    ensure!(version["major"] == "1" && version["minor"] == "33", "{version}");
+    ensure!(ok(cluster.kubectl(&["auth", "can-i", "delete", "pods"]).await?)?.trim() == "yes");
     Ok(())
 }
 
