@@ -59,6 +59,9 @@ const LIST_PAGE: i64 = 500;
 /// The namespaces every cluster has from the start.
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// The namespaces Kubernetes refuses to delete.
+const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
 /// Why a registry call failed; the API server maps each to a Status (one table, in
 /// `trireme-apiserver`).
 #[derive(Debug, thiserror::Error)]
@@ -351,7 +354,11 @@ impl Registry {
                 ),
                 e => e.into(),
             })?;
-            revision = read_at;
+            // The store answers with its current revision; a read at a given revision (a
+            // continue token, an exact resourceVersion) stays at that one.
+            if revision == 0 {
+                revision = read_at;
+            }
             serializable = true;
             let more = resp.more;
             let mut last_key = None;
@@ -445,12 +452,15 @@ impl Registry {
         reset_status_on_create(rt, &mut object);
         let name = object_name(&object).to_string();
         let outcome = kinds::normalize(rt, object, None, options.strict).map_err(|e| rejected(rt, &name, e))?;
-        let mut object = outcome.object;
-        let name = object_name(&object).to_string();
+        let mut requested = outcome.object;
+        let name = object_name(&requested).to_string();
         let key = keys::object_key(rt.storage, namespace, &name);
-        managed::record(&mut object, options.manager(), options.operation(), &now());
+        managed::record(&mut requested, options.manager(), options.operation(), &now());
 
         for attempt in 0..MAX_CONFLICT_RETRIES {
+            // Each attempt allocates afresh: an address chosen by a lost attempt is no request
+            // of the client's, and may be the one another create just took.
+            let mut object = requested.clone();
             let mut compare = vec![absent(&key)];
             let mut success = Vec::new();
             let ns_key = match namespace {
@@ -517,7 +527,12 @@ impl Registry {
         options: &WriteOptions,
     ) -> Result<Written, RegistryError> {
         check_type(rt, &object)?;
-        let precondition = object.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        // An empty (or "0") resourceVersion is no precondition, as in Kubernetes.
+        let precondition = object
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|rv| !rv.is_empty() && *rv != "0")
+            .map(str::to_string);
         if let Some(body_name) = object.pointer("/metadata/name").and_then(Value::as_str)
             && body_name != name
         {
@@ -571,10 +586,16 @@ impl Registry {
             }
             managed::record(&mut next, options.manager(), options.operation(), &now());
             if finalized(rt, &next) {
-                return self
-                    .remove(rt, namespace, name, &kv, next)
-                    .await
-                    .map(|d| Written { object: d.object, warnings: vec![] });
+                if options.dry_run {
+                    set_resource_version(&mut next, kv.mod_revision);
+                    return Ok(Written { object: next, warnings: outcome.warnings });
+                }
+                match self.remove(rt, namespace, name, &kv, next).await {
+                    Ok(d) => return Ok(Written { object: d.object, warnings: outcome.warnings }),
+                    // Another writer got there first: read again (a precondition now fails).
+                    Err(RegistryError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
             }
             let mut compare = vec![unchanged(&key, kv.mod_revision)];
             let mut success = Vec::new();
@@ -626,6 +647,11 @@ impl Registry {
         options: &DeleteOptions,
     ) -> Result<Deleted, RegistryError> {
         let namespace = scope_ns(rt, namespace);
+        if rt.group.is_empty() && rt.plural == "namespaces" && IMMORTAL_NAMESPACES.contains(&name) {
+            return Err(RegistryError::Forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
         let key = keys::object_key(rt.storage, namespace, name);
         for attempt in 0..MAX_CONFLICT_RETRIES {
             let Some(kv) = self.read_kv(&key, attempt > 0).await? else {
@@ -1063,7 +1089,9 @@ impl ObjectWatch {
                     (_, true, true) | (false, true, false) => ChangeType::Added,
                     (true, true, false) => ChangeType::Modified,
                     (true, false, _) => {
-                        let mut object = object;
+                        // As Kubernetes does: the last state the watcher was entitled to see,
+                        // at the revision it stopped matching.
+                        let Some(mut object) = old else { return Ok(None) };
                         set_resource_version(&mut object, revision);
                         return Ok(Some(Change { kind: ChangeType::Deleted, object, revision }));
                     }
