@@ -9,6 +9,8 @@
 //!   k8s-openapi, defaulting and validation with Kubernetes' messages;
 //! - [`patch`]: JSON, merge, strategic-merge and apply patches; [`managed`]: managedFields;
 //! - [`table`]: the columns `kubectl get` prints;
+//! - [`informer`]: watch-fed caches and work queues for the scheduler and controllers; [`events`]:
+//!   the Events they record;
 //! - [`registry`]: typed CRUD, list and watch over the replicated store, the one way the API
 //!   server and the controllers reach objects.
 //!
@@ -16,7 +18,9 @@
 //! build on it, never the other way round.
 
 pub mod defaults;
+pub mod events;
 pub mod field;
+pub mod informer;
 pub mod fields;
 pub mod keys;
 pub mod kinds;

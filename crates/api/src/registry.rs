@@ -808,6 +808,36 @@ impl Registry {
         }
     }
 
+    /// Assigns a pod to a node (the binding subresource) and marks it `PodScheduled`, once.
+    ///
+    /// If the pod is already bound or being deleted, returns `Conflict`; if it does not exist,
+    /// `NotFound`.
+    pub async fn bind(&self, namespace: Option<&str>, name: &str, node: &str) -> Result<Written, RegistryError> {
+        let rt = resource::find("", "v1", "pods").ok_or_else(|| RegistryError::Internal("no pods".into()))?;
+        let change = |current: &Value| {
+            if let Some(bound) = current.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+                return Err(RegistryError::Conflict {
+                    resource: "pods".into(),
+                    name: name.into(),
+                    reason: format!("pod {name} is already assigned to node \"{bound}\""),
+                });
+            }
+            if current.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(RegistryError::Conflict {
+                    resource: "pods".into(),
+                    name: name.into(),
+                    reason: format!("pod {name} is being deleted, cannot be assigned to a host"),
+                });
+            }
+            let mut next = current.clone();
+            next["spec"]["nodeName"] = json!(node);
+            let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()});
+            set_condition(&mut next, scheduled);
+            Ok(next)
+        };
+        self.update_with(rt, namespace, name, Scope::Binding, &WriteOptions::default(), change, None).await
+    }
+
     // ---- watch --------------------------------------------------------------------------
 
     /// Watches objects of `rt` (in `namespace`, or all) matching the options.
@@ -1297,6 +1327,17 @@ fn first_range(responses: &[ResponseOp], i: usize) -> Option<&KeyValue> {
         Some(ResponseOp::Range(r)) => r.kvs.first(),
         _ => None,
     }
+}
+
+/// Sets (or replaces) the condition of the same `type` in `status.conditions`.
+pub fn set_condition(object: &mut Value, condition: Value) {
+    if !object["status"].is_object() {
+        object["status"] = json!({});
+    }
+    let conditions = object["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != condition["type"]).collect();
+    conditions.push(condition);
+    object["status"]["conditions"] = Value::Array(conditions);
 }
 
 /// Now, as Kubernetes writes timestamps (RFC 3339, whole seconds, UTC).

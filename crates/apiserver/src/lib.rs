@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod pki;
+pub mod protobuf;
 pub mod rest;
 pub mod status;
 pub mod tables;

@@ -227,7 +227,7 @@ impl Call {
 
     fn selectors(&self) -> Result<(LabelSelector, FieldSelector), Failure> {
         let labels = LabelSelector::parse(self.param("labelSelector").unwrap_or_default())
-            .map_err(|e| Failure::bad_request(format!("unable to parse requirement: {e}")))?;
+            .map_err(|e| Failure::bad_request(e.to_string()))?;
         let fields = FieldSelector::parse(self.param("fieldSelector").unwrap_or_default())
             .map_err(|e| Failure::bad_request(format!("invalid field selector: {e}")))?;
         Ok((labels, fields))
@@ -494,46 +494,7 @@ impl Call {
             }
             .into());
         }
-        let name = self.name().to_string();
-        self.state
-            .registry
-            .update_with(
-                self.rt(),
-                self.ns(),
-                &name,
-                Scope::Binding,
-                &WriteOptions::default(),
-                |current| {
-                    if let Some(bound) =
-                        current.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty())
-                    {
-                        return Err(RegistryError::Conflict {
-                            resource: "pods".into(),
-                            name: name.clone(),
-                            reason: format!("pod {name} is already assigned to node \"{bound}\""),
-                        });
-                    }
-                    if current.pointer("/metadata/deletionTimestamp").is_some() {
-                        return Err(RegistryError::Conflict {
-                            resource: "pods".into(),
-                            name: name.clone(),
-                            reason: format!("pod {name} is being deleted, cannot be assigned to a host"),
-                        });
-                    }
-                    let mut next = current.clone();
-                    next["spec"]["nodeName"] = json!(node);
-                    let scheduled = json!({
-                        "type": "PodScheduled",
-                        "status": "True",
-                        "lastProbeTime": null,
-                        "lastTransitionTime": trireme_api::registry::now(),
-                    });
-                    set_condition(&mut next, scheduled);
-                    Ok(next)
-                },
-                None,
-            )
-            .await?;
+        self.state.registry.bind(self.ns(), self.name(), &node).await?;
         Ok(json_response(StatusCode::CREATED, &success_status()))
     }
 
@@ -686,17 +647,6 @@ fn scale_of(object: &Value) -> Value {
             "selector": selector,
         },
     })
-}
-
-/// Sets (or replaces) a condition of the same type in `status.conditions`.
-fn set_condition(object: &mut Value, condition: Value) {
-    if !object["status"].is_object() {
-        object["status"] = json!({});
-    }
-    let conditions = object["status"]["conditions"].as_array().cloned().unwrap_or_default();
-    let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != condition["type"]).collect();
-    conditions.push(condition);
-    object["status"]["conditions"] = Value::Array(conditions);
 }
 
 #[cfg(test)]

@@ -1,0 +1,195 @@
+//! Trireme's control plane: the scheduler and the controllers, run by the master that is Raft
+//! leader and by no other.
+//!
+//! [`ControlPlane::run`] follows the store's leadership. When this master becomes leader at
+//! term `T` it builds a registry whose every write is fenced to `T` (the state machine refuses
+//! them once leadership has moved, even if this master does not know yet), starts one informer
+//! per resource, the scheduler and the controllers, and keeps the `kube-system` Leases
+//! `kube-scheduler` and `kube-controller-manager` naming it. When leadership ends, everything
+//! stops; the next leader starts from the state in the store, not from memory.
+//!
+//! Controllers act through `trireme_api::registry` only, never on store keys.
+
+pub mod deployment;
+pub mod endpoints;
+pub mod gc;
+pub mod leases;
+pub mod namespace;
+pub mod nodelifecycle;
+pub mod replicaset;
+pub mod serviceaccount;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use trireme_api::events::Recorder;
+use trireme_api::informer::Informer;
+use trireme_api::registry::Registry;
+use trireme_api::resource;
+use trireme_api::resource::ResourceType;
+
+/// Settings of the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneConfig {
+    /// The name this master shows as the holder of the leader Leases.
+    pub identity: String,
+    /// A node whose Lease is not renewed for this long becomes NotReady/Unknown.
+    pub node_monitor_grace: Duration,
+    /// How long pods tolerate `node.kubernetes.io/unreachable` before they are evicted.
+    pub pod_eviction_timeout: Duration,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        ControlPlaneConfig {
+            identity: "trireme".into(),
+            node_monitor_grace: Duration::from_secs(10),
+            pod_eviction_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The informers of one leadership term, shared by the scheduler and every controller.
+#[derive(Clone)]
+pub struct Informers {
+    pub pods: Informer,
+    pub nodes: Informer,
+    pub namespaces: Informer,
+    pub services: Informer,
+    pub endpoints: Informer,
+    pub endpoint_slices: Informer,
+    pub service_accounts: Informer,
+    pub replica_sets: Informer,
+    pub deployments: Informer,
+    pub leases: Informer,
+}
+
+fn rt(group: &str, plural: &str) -> &'static ResourceType {
+    match resource::find(group, "v1", plural) {
+        Some(rt) => rt,
+        None => unreachable!("{plural} is in the resource table"),
+    }
+}
+
+impl Informers {
+    fn new() -> Informers {
+        Informers {
+            pods: Informer::new(rt("", "pods")),
+            nodes: Informer::new(rt("", "nodes")),
+            namespaces: Informer::new(rt("", "namespaces")),
+            services: Informer::new(rt("", "services")),
+            endpoints: Informer::new(rt("", "endpoints")),
+            endpoint_slices: Informer::new(rt("discovery.k8s.io", "endpointslices")),
+            service_accounts: Informer::new(rt("", "serviceaccounts")),
+            replica_sets: Informer::new(rt("apps", "replicasets")),
+            deployments: Informer::new(rt("apps", "deployments")),
+            leases: Informer::new(rt("coordination.k8s.io", "leases")),
+        }
+    }
+
+    fn all(&self) -> Vec<Informer> {
+        vec![
+            self.pods.clone(),
+            self.nodes.clone(),
+            self.namespaces.clone(),
+            self.services.clone(),
+            self.endpoints.clone(),
+            self.endpoint_slices.clone(),
+            self.service_accounts.clone(),
+            self.replica_sets.clone(),
+            self.deployments.clone(),
+            self.leases.clone(),
+        ]
+    }
+}
+
+/// What one leadership term runs with.
+#[derive(Clone)]
+pub struct Context {
+    /// Fenced to the term.
+    pub registry: Registry,
+    pub informers: Informers,
+    pub config: Arc<ControlPlaneConfig>,
+}
+
+impl Context {
+    /// An event recorder for `component`.
+    pub fn recorder(&self, component: &str) -> Recorder {
+        Recorder::new(self.registry.clone(), component)
+    }
+}
+
+/// Runs the scheduler and the controllers whenever this master leads.
+pub struct ControlPlane {
+    registry: Registry,
+    config: Arc<ControlPlaneConfig>,
+}
+
+impl ControlPlane {
+    /// A control plane over `registry` (unfenced: each term fences its own).
+    pub fn new(registry: Registry, config: ControlPlaneConfig) -> ControlPlane {
+        ControlPlane { registry, config: Arc::new(config) }
+    }
+
+    /// Follows leadership until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut leadership = self.registry.store().leadership();
+        loop {
+            let term = *leadership.borrow_and_update();
+            let Some(term) = term else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = leadership.changed() => if changed.is_err() { return },
+                }
+                continue;
+            };
+            tracing::info!(term, "leading: starting the scheduler and the controllers");
+            let stop = shutdown.child_token();
+            let running = tokio::spawn(lead(self.registry.fenced(term), self.config.clone(), stop.clone()));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    changed = leadership.changed() => {
+                        if changed.is_err() || *leadership.borrow() != Some(term) {
+                            break;
+                        }
+                    }
+                }
+            }
+            tracing::info!(term, "leadership over: stopping the scheduler and the controllers");
+            stop.cancel();
+            let _ = running.await;
+            if shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+}
+
+/// Everything one leadership term runs.
+async fn lead(registry: Registry, config: Arc<ControlPlaneConfig>, stop: CancellationToken) {
+    let informers = Informers::new();
+    let ctx = Context { registry: registry.clone(), informers: informers.clone(), config };
+    let mut tasks = tokio::task::JoinSet::new();
+    // Subscribers register before the informers start, so they see the first list.
+    let scheduler = trireme_scheduler::Scheduler::new(
+        registry.clone(),
+        informers.pods.clone(),
+        informers.nodes.clone(),
+        ctx.recorder("default-scheduler"),
+    );
+    tasks.spawn(scheduler.run(stop.clone()));
+    tasks.spawn(replicaset::run(ctx.clone(), stop.clone()));
+    tasks.spawn(deployment::run(ctx.clone(), stop.clone()));
+    tasks.spawn(endpoints::run(ctx.clone(), stop.clone()));
+    tasks.spawn(nodelifecycle::run(ctx.clone(), stop.clone()));
+    tasks.spawn(serviceaccount::run(ctx.clone(), stop.clone()));
+    tasks.spawn(namespace::run(ctx.clone(), stop.clone()));
+    tasks.spawn(gc::run(ctx.clone(), stop.clone()));
+    tasks.spawn(leases::run(ctx.clone(), stop.clone()));
+    for informer in informers.all() {
+        tasks.spawn(informer.run(registry.clone(), stop.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+}
