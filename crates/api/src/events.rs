@@ -79,8 +79,10 @@ mod tests {
 
     #[test]
     fn an_event_names_its_object_and_component() {
-        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "team", "uid": "u1"}});
-        let event = event_for(&pod, "default-scheduler", EventType::Warning, "FailedScheduling", "0/3 nodes are available");
+        let pod =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "team", "uid": "u1"}});
+        let event =
+            event_for(&pod, "default-scheduler", EventType::Warning, "FailedScheduling", "0/3 nodes are available");
         assert_eq!(event["metadata"]["namespace"], "team");
         assert!(event["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("web-1.")));
         assert_eq!(event["involvedObject"]["uid"], "u1");

@@ -88,13 +88,7 @@ impl Informer {
     /// An informer for `rt`; nothing happens until [`Informer::run`].
     pub fn new(rt: &'static ResourceType) -> Informer {
         let (tx, rx) = watch::channel(false);
-        Informer {
-            rt,
-            objects: Arc::default(),
-            handlers: Arc::default(),
-            synced: rx,
-            synced_tx: Arc::new(tx),
-        }
+        Informer { rt, objects: Arc::default(), handlers: Arc::default(), synced: rx, synced_tx: Arc::new(tx) }
     }
 
     /// Calls `handler` for every change from now on (including the ADDED events of the first
@@ -119,7 +113,9 @@ impl Informer {
     pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<Value>> {
         self.objects
             .read()
-            .map(|m| m.iter().filter(|(k, _)| k.namespace.as_deref() == Some(namespace)).map(|(_, v)| v.clone()).collect())
+            .map(|m| {
+                m.iter().filter(|(k, _)| k.namespace.as_deref() == Some(namespace)).map(|(_, v)| v.clone()).collect()
+            })
             .unwrap_or_default()
     }
 

@@ -20,8 +20,8 @@
 pub mod defaults;
 pub mod events;
 pub mod field;
-pub mod informer;
 pub mod fields;
+pub mod informer;
 pub mod keys;
 pub mod kinds;
 pub mod managed;

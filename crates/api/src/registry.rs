@@ -721,8 +721,24 @@ impl Registry {
         } else {
             0
         };
-        if grace == 0 && !finalizers && !is_namespace {
+        // Foreground and orphan deletion are the garbage collector's finalizers: the object
+        // stays until its dependents are deleted (foreground) or released (orphan).
+        let propagation = match options.propagation_policy.as_deref() {
+            Some("Foreground") if !already && !is_namespace => Some("foregroundDeletion"),
+            Some("Orphan") if !already && !is_namespace => Some("orphan"),
+            _ => None,
+        };
+        if grace == 0 && !finalizers && !is_namespace && propagation.is_none() {
             return None;
+        }
+        if let Some(finalizer) = propagation {
+            let meta = next.get_mut("metadata").and_then(Value::as_object_mut)?;
+            let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+            if let Some(list) = list.as_array_mut()
+                && !list.iter().any(|f| f == finalizer)
+            {
+                list.push(json!(finalizer));
+            }
         }
         if !already {
             let meta = next.get_mut("metadata").and_then(Value::as_object_mut)?;
@@ -831,7 +847,8 @@ impl Registry {
             }
             let mut next = current.clone();
             next["spec"]["nodeName"] = json!(node);
-            let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()});
+            let scheduled =
+                json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()});
             set_condition(&mut next, scheduled);
             Ok(next)
         };

@@ -159,7 +159,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     if (group, version) == AUTHORIZATION {
         let resources = [authorization_resource(false)];
         let group_version = format!("{group}/{version}");
-        return Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}));
+        return Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+        );
     }
     if !GROUPS.contains(&(group, version)) {
         return None;

@@ -17,9 +17,7 @@ pub mod tables;
 pub mod watch;
 
 use std::collections::HashMap;
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::Router;
@@ -70,38 +68,6 @@ pub struct ApiState {
     pub credentials: ClusterCredentials,
     /// Ends watches and the accept loop.
     pub shutdown: CancellationToken,
-    finishing: Mutex<HashSet<String>>,
-}
-
-impl ApiState {
-    /// Removes the contents of a terminating namespace and then the namespace, in the
-    /// background, retrying until it is gone (pods within their grace period hold it).
-    pub fn finish_namespace(self: &Arc<Self>, name: &str) {
-        {
-            let Ok(mut finishing) = self.finishing.lock() else { return };
-            if !finishing.insert(name.to_string()) {
-                return;
-            }
-        }
-        let state = self.clone();
-        let name = name.to_string();
-        tokio::spawn(async move {
-            loop {
-                match state.registry.finish_namespace(&name).await {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(namespace = %name, error = %e, "namespace cleanup failed; retrying"),
-                }
-                tokio::select! {
-                    _ = state.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-            if let Ok(mut finishing) = state.finishing.lock() {
-                finishing.remove(&name);
-            }
-        });
-    }
 }
 
 /// A master's Kubernetes API server.
@@ -121,7 +87,7 @@ impl ApiServer {
         if let Err(e) = registry.bootstrap().await {
             tracing::warn!(error = %e, "could not create the system namespaces yet");
         }
-        let state = Arc::new(ApiState { registry, credentials, shutdown, finishing: Mutex::new(HashSet::new()) });
+        let state = Arc::new(ApiState { registry, credentials, shutdown });
         Ok(ApiServer { state, tls })
     }
 
@@ -137,7 +103,6 @@ impl ApiServer {
 
     /// Serves HTTPS on `listener` until the shutdown token fires.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
-        self.resume_namespace_cleanup().await;
         let app = self.router();
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.clone());
         let shutdown = self.state.shutdown.clone();
@@ -178,18 +143,6 @@ impl ApiServer {
                     _ = shutdown.cancelled() => {}
                 }
             });
-        }
-    }
-
-    /// Picks up namespaces left terminating by a master that stopped midway.
-    async fn resume_namespace_cleanup(&self) {
-        let Some(rt) = trireme_api::resource::find("", "v1", "namespaces") else { return };
-        let options =
-            trireme_api::registry::ListOptions { read: trireme_api::version::ReadAt::Any, ..Default::default() };
-        if let Ok(list) = self.state.registry.list(rt, None, &options).await {
-            for ns in list.items.iter().filter(|n| n.pointer("/metadata/deletionTimestamp").is_some()) {
-                self.state.finish_namespace(trireme_api::registry::object_name(ns));
-            }
         }
     }
 }

@@ -399,10 +399,9 @@ impl Call {
 
     async fn delete(self) -> Result<Response, Failure> {
         let options = self.delete_options()?;
+        // A namespace becomes Terminating here; the namespace controller on the leader removes
+        // its contents and then it.
         let deleted = self.state.registry.delete(self.rt(), self.ns(), self.name(), &options).await?;
-        if self.rt().plural == "namespaces" && self.rt().group.is_empty() && !deleted.gone {
-            self.state.finish_namespace(self.name());
-        }
         let code = if deleted.gone { StatusCode::OK } else { StatusCode::ACCEPTED };
         Ok(json_response(code, &deleted.object))
     }

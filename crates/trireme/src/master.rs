@@ -12,10 +12,13 @@ use clap::Args;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use trireme_api::registry::Registry;
 use trireme_api::registry::RegistryConfig;
 use trireme_apiserver::ApiConfig;
 use trireme_apiserver::ApiServer;
 use trireme_apiserver::kubeconfig::admin_kubeconfig;
+use trireme_controllers::ControlPlane;
+use trireme_controllers::ControlPlaneConfig;
 use trireme_etcd::EtcdConfig;
 use trireme_etcd::EtcdServer;
 use trireme_store::Store;
@@ -436,6 +439,15 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         servers.spawn(async move { etcd.serve(listener, stop).await.context("client server") });
     }
     servers.spawn(serve_kubernetes_api(store.clone(), config.clone(), api_listeners, shutdown.clone()));
+    let control_plane = ControlPlane::new(
+        Registry::new(store.clone(), config.registry.clone()),
+        ControlPlaneConfig { identity: config.name.clone(), ..ControlPlaneConfig::default() },
+    );
+    let stop = shutdown.clone();
+    servers.spawn(async move {
+        control_plane.run(stop).await;
+        Ok(())
+    });
     tokio::spawn(publish_self(store.clone(), config.me(), shutdown.clone()));
     let removed = CancellationToken::new();
     tokio::spawn(watch_removal(store.clone(), removed.clone(), shutdown.clone()));

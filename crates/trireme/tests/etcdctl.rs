@@ -128,7 +128,8 @@ async fn compaction_makes_reads_below_it_fail() -> Test {
     // the revisions of these puts are read from the responses.
     let mut revisions = Vec::new();
     for v in ["1", "2", "3"] {
-        let put: serde_json::Value = serde_json::from_str(&ok(cluster.etcdctl(&["put", "c", v, "-w", "json"]).await?)?)?;
+        let put: serde_json::Value =
+            serde_json::from_str(&ok(cluster.etcdctl(&["put", "c", v, "-w", "json"]).await?)?)?;
         revisions.push(put["header"]["revision"].as_i64().context("revision")?);
     }
     let (second, third) = (revisions[1].to_string(), revisions[2].to_string());

@@ -56,7 +56,8 @@ async fn up_starts_a_cluster_that_kubectl_and_etcdctl_can_use_and_ctrl_c_stops_i
     ensure!(std::path::Path::new(&kubeconfig) == dir.path().canonicalize()?.join("kubeconfig"), "{kubeconfig}");
     let cache = dir.path().join("kubecache");
     for context in ["m1", "m2", "m3"] {
-        let out = common::kubectl(kubeconfig.as_ref(), &cache, &["--context", context, "get", "namespaces"], None).await?;
+        let out =
+            common::kubectl(kubeconfig.as_ref(), &cache, &["--context", context, "get", "namespaces"], None).await?;
         ensure!(ok(out)?.contains("kube-system"), "kubectl through {context}");
     }
 

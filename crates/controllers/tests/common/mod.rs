@@ -103,11 +103,19 @@ impl TestControlPlane {
         let rt = rt_of(&json!({"apiVersion": "v1", "kind": "Pod"}))?;
         let written = self
             .registry
-            .update_with(rt, Some(namespace), name, Scope::Status, &WriteOptions::default(), |current| {
-                let mut next = current.clone();
-                next["status"] = status.clone();
-                Ok(next)
-            }, None)
+            .update_with(
+                rt,
+                Some(namespace),
+                name,
+                Scope::Status,
+                &WriteOptions::default(),
+                |current| {
+                    let mut next = current.clone();
+                    next["status"] = status.clone();
+                    Ok(next)
+                },
+                None,
+            )
             .await?;
         Ok(written.object)
     }
