@@ -14,6 +14,7 @@ pub mod protobuf;
 pub mod rest;
 pub mod status;
 pub mod tables;
+pub mod tokens;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -68,6 +69,8 @@ pub struct ApiState {
     pub credentials: ClusterCredentials,
     /// Ends watches and the accept loop.
     pub shutdown: CancellationToken,
+    /// Issues and verifies service-account tokens.
+    pub tokens: tokens::TokenSigner,
 }
 
 /// A master's Kubernetes API server.
@@ -87,7 +90,9 @@ impl ApiServer {
         if let Err(e) = registry.bootstrap().await {
             tracing::warn!(error = %e, "could not create the system namespaces yet");
         }
-        let state = Arc::new(ApiState { registry, credentials, shutdown });
+        let tokens = tokens::TokenSigner::from_pem(&credentials.service_account_key_pem)
+            .map_err(|e| pki::PkiError::Tokens(e.to_string()))?;
+        let state = Arc::new(ApiState { registry, credentials, shutdown, tokens });
         Ok(ApiServer { state, tls })
     }
 
@@ -181,7 +186,22 @@ async fn authenticate(State(state): State<Arc<ApiState>>, request: Request, next
         Some(token) if constant_time_eq(token.as_bytes(), state.credentials.admin_token.as_bytes()) => {
             next.run(request).await
         }
+        Some(token) if service_account_is_current(&state, token).await => next.run(request).await,
         _ => Failure::unauthorized().into_response(),
+    }
+}
+
+/// Whether `token` is a valid service-account token whose account still exists (a deleted and
+/// recreated account has another uid, so its old tokens stop working).
+async fn service_account_is_current(state: &ApiState, token: &str) -> bool {
+    let now = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+        .unwrap_or(i64::MAX);
+    let Ok(account) = state.tokens.verify(token, now) else { return false };
+    let Some(rt) = trireme_api::resource::find("", "v1", "serviceaccounts") else { return false };
+    let read = trireme_api::version::ReadAt::Any;
+    match state.registry.get(rt, Some(&account.namespace), &account.name, read).await {
+        Ok(sa) => sa.pointer("/metadata/uid").and_then(serde_json::Value::as_str) == Some(account.uid.as_str()),
+        Err(_) => false,
     }
 }
 

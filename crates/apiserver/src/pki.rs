@@ -41,6 +41,8 @@ pub enum PkiError {
     Store(#[from] trireme_store::StoreError),
     #[error("stored credentials at {CREDENTIALS_KEY} are unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("service-account token key: {0}")]
+    Tokens(String),
 }
 
 /// The cluster's shared credentials.

@@ -164,6 +164,7 @@ async fn route(
         (Method::PUT | Method::PATCH, true, Some("scale")) => request.change_scale().await,
         (Method::POST, true, Some("binding")) => request.bind().await,
         (Method::POST, true, Some("eviction")) => request.evict().await,
+        (Method::POST, true, Some("token")) => request.token_request().await,
         (Method::PUT, true, Some("finalize")) => request.update(Scope::Main).await,
         (Method::GET, true, Some("log")) | (_, true, Some("exec" | "attach" | "portforward")) => {
             Err(Failure::bad_request(format!(
@@ -495,6 +496,44 @@ impl Call {
         }
         self.state.registry.bind(self.ns(), self.name(), &node).await?;
         Ok(json_response(StatusCode::CREATED, &success_status()))
+    }
+
+    /// `POST serviceaccounts/<name>/token` (TokenRequest): a signed token for the account.
+    async fn token_request(self) -> Result<Response, Failure> {
+        if self.rt().plural != "serviceaccounts" {
+            return Err(Failure::no_route());
+        }
+        let account = self.state.registry.get(self.rt(), self.ns(), self.name(), version::ReadAt::Latest).await?;
+        // kubectl may send the request as protobuf; its only inputs are optional, so a body
+        // this server cannot read means the defaults.
+        let request = if self.body.is_empty() { json!({}) } else { self.body_value().unwrap_or_else(|_| json!({})) };
+        let audiences: Vec<String> = request
+            .pointer("/spec/audiences")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let seconds = request.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600).clamp(600, 86_400 * 365);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let reference = crate::tokens::ServiceAccountRef {
+            namespace: self.ns().unwrap_or_default().to_string(),
+            name: self.name().to_string(),
+            uid: account.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string(),
+        };
+        let token = self
+            .state
+            .tokens
+            .issue(&reference, &audiences, now, seconds)
+            .map_err(|e| Failure::from(RegistryError::Internal(e.to_string())))?;
+        let expires = jiff::Timestamp::from_second(now + seconds).map(|t| t.to_string()).unwrap_or_default();
+        let body = json!({
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": self.name(), "namespace": self.ns(), "creationTimestamp": trireme_api::registry::now()},
+            "spec": {"audiences": if audiences.is_empty() { vec![crate::tokens::ISSUER.to_string()] } else { audiences }, "expirationSeconds": seconds},
+            "status": {"token": token, "expirationTimestamp": expires},
+        });
+        Ok(json_response(StatusCode::CREATED, &body))
     }
 
     /// `POST pods/<name>/eviction`: deletes the pod (there are no disruption budgets to check).

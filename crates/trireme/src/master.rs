@@ -96,6 +96,14 @@ pub struct MasterArgs {
     /// Service NodePorts are allocated from this range [default: 30000-32767].
     #[arg(long)]
     pub service_node_port_range: Option<String>,
+    /// A node whose Lease is not renewed for this long is marked NotReady/Unknown and tainted
+    /// unreachable: a duration such as 10s or 1m [default: 10s].
+    #[arg(long)]
+    pub node_monitor_grace_period: Option<String>,
+    /// Pods stay on an unreachable node this long (unless they tolerate it for another time)
+    /// before they are deleted and replaced elsewhere [default: 30s].
+    #[arg(long)]
+    pub pod_eviction_timeout: Option<String>,
 }
 
 impl MasterArgs {
@@ -127,6 +135,8 @@ impl MasterArgs {
             advertise_api_urls: self.advertise_api_urls.or(file.advertise_api_urls),
             service_cluster_ip_range: self.service_cluster_ip_range.or(file.service_cluster_ip_range),
             service_node_port_range: self.service_node_port_range.or(file.service_node_port_range),
+            node_monitor_grace_period: self.node_monitor_grace_period.or(file.node_monitor_grace_period),
+            pod_eviction_timeout: self.pod_eviction_timeout.or(file.pod_eviction_timeout),
         })
     }
 }
@@ -153,6 +163,8 @@ pub struct MasterConfig {
     pub listen_api: Vec<SocketAddr>,
     pub advertise_api_urls: Vec<String>,
     pub registry: RegistryConfig,
+    pub node_monitor_grace: Duration,
+    pub pod_eviction_timeout: Duration,
 }
 
 /// etcd's periodic retention: `0` (off), a number of hours, or a number with ms, s, m or h.
@@ -206,6 +218,22 @@ fn host_of(url: &str) -> String {
     match hostport.rsplit_once(':') {
         Some((host, _)) => host.trim_matches(['[', ']']).to_string(),
         None => hostport.to_string(),
+    }
+}
+
+/// A duration flag: a number with ms, s, m or h (`500ms`, `10s`, `1m`).
+fn parse_duration(flag: &str, value: &str) -> Result<Duration> {
+    let bad = || anyhow::anyhow!("--{flag}: {value:?} is not a duration such as 10s, 500ms or 1m");
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        "h" => Ok(Duration::from_secs(number * 3600)),
+        _ => Err(bad()),
     }
 }
 
@@ -324,6 +352,14 @@ impl MasterConfig {
             listen_api,
             advertise_api_urls,
             registry,
+            node_monitor_grace: parse_duration(
+                "node-monitor-grace-period",
+                args.node_monitor_grace_period.as_deref().unwrap_or("10s"),
+            )?,
+            pod_eviction_timeout: parse_duration(
+                "pod-eviction-timeout",
+                args.pod_eviction_timeout.as_deref().unwrap_or("30s"),
+            )?,
         })
     }
 
@@ -441,7 +477,11 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     servers.spawn(serve_kubernetes_api(store.clone(), config.clone(), api_listeners, shutdown.clone()));
     let control_plane = ControlPlane::new(
         Registry::new(store.clone(), config.registry.clone()),
-        ControlPlaneConfig { identity: config.name.clone(), ..ControlPlaneConfig::default() },
+        ControlPlaneConfig {
+            identity: config.name.clone(),
+            node_monitor_grace: config.node_monitor_grace,
+            pod_eviction_timeout: config.pod_eviction_timeout,
+        },
     );
     let stop = shutdown.clone();
     servers.spawn(async move {

@@ -306,6 +306,17 @@ async fn requests_without_the_admin_token_are_unauthorized_except_health_and_ver
     let version: serde_json::Value = serde_json::from_str(&version)?;
     ensure!(version["major"] == "1" && version["minor"] == "33", "{version}");
     ensure!(ok(cluster.kubectl(&["auth", "can-i", "delete", "pods"]).await?)?.trim() == "yes");
+
+    eprintln!("--- a service account's token (TokenRequest) authenticates until the account goes");
+    let account = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: robot\n";
+    ok(cluster.kubectl_with_input(&["apply", "-f", "-"], Some(account)).await?)?;
+    let token = ok(cluster.kubectl(&["create", "token", "robot"]).await?)?.trim().to_string();
+    ensure!(token.split('.').count() == 3, "a JWT: {token}");
+    let listed = ok(cluster.kubectl(&["--token", &token, "get", "serviceaccounts", "-o", "name"]).await?)?;
+    ensure!(listed.contains("serviceaccount/robot"), "{listed}");
+    ok(cluster.kubectl(&["delete", "serviceaccount", "robot"]).await?)?;
+    let refused = cluster.kubectl(&["--token", &token, "get", "pods"]).await?;
+    ensure!(stderr(&refused).contains("You must be logged in"), "{}", stderr(&refused));
     Ok(())
 }
 

@@ -38,6 +38,8 @@ pub struct Cluster {
     pub masters: Vec<Master>,
     pub dir: TempDir,
     token: String,
+    /// Extra flags for every master.
+    extra: Vec<String>,
 }
 
 fn free_port() -> Result<u16> {
@@ -47,6 +49,11 @@ fn free_port() -> Result<u16> {
 impl Cluster {
     /// Starts `n` founding masters and waits for a leader.
     pub async fn start(n: usize) -> Result<Cluster> {
+        Self::start_with(n, &[]).await
+    }
+
+    /// Starts `n` founding masters with `extra` flags each and waits for a leader.
+    pub async fn start_with(n: usize, extra: &[&str]) -> Result<Cluster> {
         let mut dir = TempDir::new()?;
         if std::env::var_os("TRIREME_KEEP_TEST_DIRS").is_some() {
             dir.disable_cleanup(true);
@@ -60,7 +67,8 @@ impl Cluster {
         for m in &mut masters {
             m.initial_cluster = initial.clone();
         }
-        let mut cluster = Cluster { masters, dir, token: format!("test-{}", std::process::id()) };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut cluster = Cluster { masters, dir, token: format!("test-{}", std::process::id()), extra };
         for i in 0..n {
             cluster.spawn(i)?;
         }
@@ -82,6 +90,7 @@ impl Cluster {
             .args(["--initial-cluster", &m.initial_cluster, "--initial-cluster-token", &token])
             .args(["--initial-cluster-state", m.state])
             .args(["--listen-api-urls", &m.api_url])
+            .args(&self.extra)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
