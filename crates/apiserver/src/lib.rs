@@ -194,8 +194,10 @@ async fn authenticate(State(state): State<Arc<ApiState>>, request: Request, next
 /// Whether `token` is a valid service-account token whose account still exists (a deleted and
 /// recreated account has another uid, so its old tokens stop working).
 async fn service_account_is_current(state: &ApiState, token: &str) -> bool {
-    let now = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
-        .unwrap_or(i64::MAX);
+    let now = i64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    )
+    .unwrap_or(i64::MAX);
     let Ok(account) = state.tokens.verify(token, now) else { return false };
     let Some(rt) = trireme_api::resource::find("", "v1", "serviceaccounts") else { return false };
     let read = trireme_api::version::ReadAt::Any;

@@ -512,7 +512,8 @@ impl Call {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
             .unwrap_or_default();
-        let seconds = request.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600).clamp(600, 86_400 * 365);
+        let seconds =
+            request.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600).clamp(600, 86_400 * 365);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let now = i64::try_from(now).unwrap_or(i64::MAX);
         let reference = crate::tokens::ServiceAccountRef {

@@ -115,11 +115,13 @@ impl TokenSigner {
     /// this API server.
     pub fn verify(&self, token: &str, now: i64) -> Result<ServiceAccountRef, TokenError> {
         let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(TokenError::Malformed);
         };
-        let decode = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed);
+        let decode =
+            |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed);
         let signature = decode(signature)?;
         let public = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.key.public_key().as_ref());
         public.verify(format!("{header}.{payload}").as_bytes(), &signature).map_err(|_| TokenError::Signature)?;
@@ -154,7 +156,8 @@ mod tests {
         let mut tampered = token.clone();
         tampered.insert(tampered.find('.').expect("dot") + 2, 'x');
         assert!(signer.verify(&tampered, 1_001).is_err());
-        let other = TokenSigner::from_pem(&ClusterCredentials::generate().expect("c").service_account_key_pem).expect("s");
+        let other =
+            TokenSigner::from_pem(&ClusterCredentials::generate().expect("c").service_account_key_pem).expect("s");
         assert!(matches!(other.verify(&token, 1_001), Err(TokenError::Signature)));
         let elsewhere = signer.issue(&account, &["vault".into()], 1_000, 3600).expect("token");
         assert!(matches!(signer.verify(&elsewhere, 1_001), Err(TokenError::Audience)));

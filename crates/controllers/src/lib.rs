@@ -18,6 +18,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod util;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,432 @@
+//! The loop that binds pods: informer events feed the [`Cache`] and the [`SchedulingQueue`];
+//! one worker takes a pending pod, chooses a node under the cache's lock, assumes the pod
+//! there and hands the bind to a task of its own, so choosing never waits on the store.
+//!
+//! A pod is ours while it has no `spec.nodeName`, no `deletionTimestamp`, no scheduling
+//! gates, has not finished, and names no scheduler or `default-scheduler`. It is never
+//! scheduled twice: the queue hands a pod to one attempt at a time and holds it while its bind
+//! is under way, the cache refuses a pod it already counts, and the registry's bind refuses a
+//! pod that is already bound (`Conflict`).
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+use std::sync::PoisonError;
+use std::sync::Weak;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use trireme_api::events::EventType;
+use trireme_api::events::Recorder;
+use trireme_api::informer::Event;
+use trireme_api::informer::Informer;
+use trireme_api::informer::ObjectKey;
+use trireme_api::registry::ChangeType;
+use trireme_api::registry::Registry;
+use trireme_api::registry::RegistryError;
+use trireme_api::registry::Scope;
+use trireme_api::registry::WriteOptions;
+use trireme_api::registry::now;
+use trireme_api::registry::object_name;
+use trireme_api::registry::set_condition;
+use trireme_api::resource;
+
+use crate::cache::Cache;
+use crate::nodeinfo::PodInfo;
+use crate::nodeinfo::PodUsage;
+use crate::queue::SchedulingQueue;
+
+/// The scheduler name this scheduler answers to (and pods without one).
+pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
+/// The field manager of the scheduler's status writes, as in Kubernetes.
+const FIELD_MANAGER: &str = "kube-scheduler";
+/// Binds and failure reports under way at once; choosing waits when this many are.
+const MAX_WRITES_IN_FLIGHT: usize = 256;
+
+/// The scheduler: assigns pending pods to nodes.
+pub struct Scheduler {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    registry: Registry,
+    recorder: Recorder,
+    pods: Informer,
+    nodes: Informer,
+    cache: Mutex<Cache>,
+    queue: SchedulingQueue,
+}
+
+/// What to do after a pod was tried, off the scheduling loop.
+enum Followup {
+    Bind { key: ObjectKey, node: String },
+    Report { key: ObjectKey, pod: Arc<Value>, message: String, mark: bool, event: bool },
+}
+
+impl Scheduler {
+    /// A scheduler binding pods from `pods` to nodes from `nodes`. Subscribes to both informers,
+    /// so it must be created before they run.
+    pub fn new(registry: Registry, pods: Informer, nodes: Informer, recorder: Recorder) -> Scheduler {
+        let shared = Arc::new(Shared {
+            registry,
+            recorder,
+            pods: pods.clone(),
+            nodes: nodes.clone(),
+            cache: Mutex::default(),
+            queue: SchedulingQueue::default(),
+        });
+        // Weak: the informers outlive a stopped scheduler only as long as their term does, but
+        // a strong reference would be a cycle through `Shared`'s own informer handles.
+        let weak = Arc::downgrade(&shared);
+        pods.subscribe(move |event| {
+            if let Some(shared) = Weak::upgrade(&weak) {
+                shared.on_pod(event);
+            }
+        });
+        let weak = Arc::downgrade(&shared);
+        nodes.subscribe(move |event| {
+            if let Some(shared) = Weak::upgrade(&weak) {
+                shared.on_node(event);
+            }
+        });
+        Scheduler { shared }
+    }
+
+    /// Schedules until `stop`. Starts once both informers have listed, so that no pod is
+    /// judged against half the nodes.
+    pub async fn run(self, stop: CancellationToken) {
+        let shared = self.shared;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = async { shared.pods.synced().await; shared.nodes.synced().await } => {}
+        }
+        tracing::info!(nodes = shared.lock_cache().node_count(), pending = shared.queue.len(), "scheduler started");
+        let writes = Arc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT));
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let permit = tokio::select! {
+                _ = stop.cancelled() => break,
+                permit = writes.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let key = tokio::select! {
+                _ = stop.cancelled() => break,
+                key = shared.queue.pop() => key,
+            };
+            while tasks.try_join_next().is_some() {}
+            match shared.schedule_one(&key) {
+                Some(Followup::Bind { key, node }) => {
+                    tasks.spawn(shared.clone().bind(key, node, permit));
+                }
+                Some(Followup::Report { key, pod, message, mark, event }) => {
+                    tasks.spawn(shared.clone().report(key, pod, message, mark, event, permit));
+                }
+                None => {}
+            }
+            // Choosing is CPU work that may never wait: let the informers and binds run.
+            tokio::task::consume_budget().await;
+        }
+        // A bind cut short either landed or did not; the next leader starts from the store.
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+impl Shared {
+    fn lock_cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One attempt to place the pod at `key`.
+    fn schedule_one(&self, key: &ObjectKey) -> Option<Followup> {
+        let Some(object) = self.pods.get(key).filter(|o| pending(o)) else {
+            // Bound, deleted or no longer ours since it was queued.
+            self.queue.forget(key);
+            return None;
+        };
+        let pod = match Pod::deserialize(&*object) {
+            Ok(pod) => pod,
+            Err(e) => {
+                tracing::warn!(pod = %key, error = %e, "cannot read the pod; not scheduling it");
+                self.queue.forget(key);
+                return None;
+            }
+        };
+        let uid = str_at(&object, "/metadata/uid");
+        let info = PodInfo::new(pod);
+        let decision = {
+            let mut cache = self.lock_cache();
+            // An assumption left by a bind that failed with Conflict: the pod is pending
+            // again per the informer, so it was not bound after all.
+            cache.forget_assumed(key);
+            if cache.is_placed(key) {
+                drop(cache);
+                self.queue.forget(key);
+                return None;
+            }
+            cache.schedule(key, uid, &info)
+        };
+        match decision {
+            Ok(node) => {
+                tracing::debug!(pod = %key, node = %node, "assumed");
+                self.queue.assumed(key);
+                Some(Followup::Bind { key: key.clone(), node })
+            }
+            Err(fit) => {
+                let message = fit.to_string();
+                let event = self.queue.unschedulable(key);
+                tracing::debug!(pod = %key, reason = %message, "unschedulable");
+                let mark = !reported(&object, &message);
+                (mark || event).then(|| Followup::Report { key: key.clone(), pod: object, message, mark, event })
+            }
+        }
+    }
+
+    /// Binds an assumed pod and records `Scheduled`; a failed bind frees the assumption and
+    /// retries the pod after a backoff.
+    async fn bind(self: Arc<Self>, key: ObjectKey, node: String, _permit: OwnedSemaphorePermit) {
+        match self.registry.bind(key.namespace.as_deref(), &key.name, &node).await {
+            Ok(written) => {
+                tracing::debug!(pod = %key, node = %node, "bound");
+                let message = format!("Successfully assigned {key} to {node}");
+                self.recorder.record(&written.object, EventType::Normal, "Scheduled", &message).await;
+            }
+            Err(e @ RegistryError::NotFound { .. }) => {
+                // Deleted, perhaps before the assumption was made: nothing will undo it but us.
+                tracing::debug!(pod = %key, node = %node, error = %e, "not bound: the pod is gone");
+                if self.lock_cache().forget_assumed(&key) {
+                    self.queue.move_all();
+                }
+                self.queue.forget(&key);
+            }
+            Err(e @ RegistryError::Conflict { .. }) => {
+                // Bound by someone else or being deleted: the informer's next event settles
+                // what the node holds and drops the pod from the queue. Should it still be
+                // pending when its backoff ends, the assumption is dropped then.
+                tracing::debug!(pod = %key, node = %node, error = %e, "not bound: the pod changed");
+                self.queue.bind_failed(&key);
+            }
+            Err(e) => {
+                tracing::warn!(pod = %key, node = %node, error = %e, "bind failed; retrying");
+                if self.lock_cache().forget_assumed(&key) {
+                    self.queue.move_all();
+                }
+                self.queue.bind_failed(&key);
+            }
+        }
+    }
+
+    /// Marks a pod that fits nowhere `PodScheduled=False` with `message` (when `mark`: the
+    /// informer does not show it so already) and records `FailedScheduling` (when `event`).
+    async fn report(
+        self: Arc<Self>,
+        key: ObjectKey,
+        pod: Arc<Value>,
+        message: String,
+        mark: bool,
+        event: bool,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        if let Some(rt) = resource::find("", "v1", "pods").filter(|_| mark) {
+            let options = WriteOptions { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            let mark = |current: &Value| {
+                let mut next = current.clone();
+                // Bound or deleted meanwhile, or already saying this: nothing to write.
+                if !pending(current) || reported(current, &message) {
+                    return Ok(next);
+                }
+                let was_false = scheduled_condition(current).is_some_and(|c| c["status"] == "False");
+                let since = match scheduled_condition(current) {
+                    Some(c) if was_false => c["lastTransitionTime"].clone(),
+                    _ => json!(now()),
+                };
+                set_condition(
+                    &mut next,
+                    json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+                        "lastProbeTime": null, "lastTransitionTime": since}),
+                );
+                Ok(next)
+            };
+            let namespace = key.namespace.as_deref();
+            match self.registry.update_with(rt, namespace, &key.name, Scope::Status, &options, mark, None).await {
+                Ok(_) | Err(RegistryError::NotFound { .. }) => {}
+                Err(e) => tracing::debug!(pod = %key, error = %e, "could not mark the pod unschedulable"),
+            }
+        }
+        if event {
+            self.recorder.record(&pod, EventType::Warning, "FailedScheduling", &message).await;
+        }
+    }
+
+    fn on_pod(&self, event: &Event) {
+        let object = &*event.object;
+        let key = ObjectKey::of(object);
+        let uid = str_at(object, "/metadata/uid");
+        if event.kind == ChangeType::Deleted {
+            self.queue.forget(&key);
+            if self.lock_cache().remove_pod(&key, Some(uid)) {
+                self.queue.move_all();
+            }
+            return;
+        }
+        let node = str_at(object, "/spec/nodeName");
+        if !node.is_empty() {
+            self.queue.forget(&key);
+            if finished(object) {
+                if self.lock_cache().remove_pod(&key, Some(uid)) {
+                    self.queue.move_all();
+                }
+                return;
+            }
+            // Status updates of running pods are most events: skip them cheaply.
+            let same_spec = event.old.as_ref().is_some_and(|old| old.get("spec") == object.get("spec"));
+            if same_spec && self.lock_cache().is_bound(&key, uid, node) {
+                return;
+            }
+            match Pod::deserialize(object) {
+                Ok(pod) => self.lock_cache().place(key, uid, node, PodUsage::of(&pod), false),
+                Err(e) => tracing::warn!(pod = %key, node, error = %e, "cannot read a bound pod; not counting it"),
+            }
+            return;
+        }
+        if !pending(object) {
+            self.queue.forget(&key);
+            return;
+        }
+        if self.lock_cache().is_assumed(&key) {
+            // Its bind is under way; this is an older state of it.
+            return;
+        }
+        let changed = event.old.as_ref().is_some_and(|old| {
+            old.get("spec") != object.get("spec")
+                || old.pointer("/metadata/labels") != object.pointer("/metadata/labels")
+        });
+        if changed {
+            self.queue.update(key);
+        } else {
+            self.queue.add(key);
+        }
+    }
+
+    fn on_node(&self, event: &Event) {
+        let object = &*event.object;
+        let name = object_name(object);
+        if event.kind == ChangeType::Deleted {
+            self.lock_cache().remove_node(name);
+            return;
+        }
+        let changed = event.old.as_ref().is_none_or(|old| schedulable_changed(old, object));
+        if !changed && self.lock_cache().has_node(name) {
+            // A heartbeat: nothing the filters or scores look at.
+            return;
+        }
+        match Node::deserialize(object) {
+            Ok(node) => {
+                self.lock_cache().set_node(node);
+                self.queue.move_all();
+            }
+            Err(e) => tracing::warn!(node = name, error = %e, "cannot read a node; not scheduling onto it"),
+        }
+    }
+}
+
+fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
+    object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Whether the pod waits for this scheduler: unbound, not being deleted, not gated, not
+/// finished, and for `default-scheduler`.
+fn pending(pod: &Value) -> bool {
+    str_at(pod, "/spec/nodeName").is_empty()
+        && pod.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null)
+        && matches!(str_at(pod, "/spec/schedulerName"), "" | DEFAULT_SCHEDULER)
+        && pod.pointer("/spec/schedulingGates").and_then(Value::as_array).is_none_or(Vec::is_empty)
+        && !finished(pod)
+}
+
+/// Whether the pod has finished (its resources are free again).
+fn finished(pod: &Value) -> bool {
+    matches!(str_at(pod, "/status/phase"), "Succeeded" | "Failed")
+}
+
+fn scheduled_condition(pod: &Value) -> Option<&Value> {
+    pod.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == "PodScheduled")
+}
+
+/// Whether the pod already says it is unschedulable for `message`.
+fn reported(pod: &Value, message: &str) -> bool {
+    scheduled_condition(pod)
+        .is_some_and(|c| c["status"] == "False" && c["reason"] == "Unschedulable" && c["message"] == message)
+}
+
+/// Whether a node changed in something the filters or scores look at.
+fn schedulable_changed(old: &Value, new: &Value) -> bool {
+    let ready = |node: &Value| {
+        node.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["status"].clone())
+    };
+    old.get("spec") != new.get("spec")
+        || old.pointer("/metadata/labels") != new.pointer("/metadata/labels")
+        || old.pointer("/status/allocatable") != new.pointer("/status/allocatable")
+        || old.pointer("/status/capacity") != new.pointer("/status/capacity")
+        || ready(old) != ready(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unbound_live_pods_for_the_default_scheduler_are_pending() {
+        let pod = |spec: Value, extra: Value| {
+            let mut p = json!({"metadata": {"name": "p"}, "spec": spec, "status": {"phase": "Pending"}});
+            if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+                for (k, v) in extra {
+                    p.insert(k.clone(), v.clone());
+                }
+            }
+            p
+        };
+        assert!(pending(&pod(json!({}), json!({}))));
+        assert!(pending(&pod(json!({"schedulerName": "default-scheduler"}), json!({}))));
+        assert!(!pending(&pod(json!({"schedulerName": "other"}), json!({}))));
+        assert!(!pending(&pod(json!({"nodeName": "n1"}), json!({}))));
+        assert!(!pending(&pod(json!({"schedulingGates": [{"name": "wait"}]}), json!({}))));
+        assert!(!pending(&pod(
+            json!({}),
+            json!({"metadata": {"name": "p", "deletionTimestamp": "2025-01-01T00:00:00Z"}})
+        )));
+        assert!(!pending(&pod(json!({}), json!({"status": {"phase": "Failed"}}))));
+    }
+
+    #[test]
+    fn a_heartbeat_is_not_a_schedulable_change_but_readiness_and_taints_are() {
+        let node = |ready: &str, beat: &str, taints: Value| {
+            json!({"metadata": {"name": "n"}, "spec": {"taints": taints},
+                "status": {"conditions": [{"type": "Ready", "status": ready, "lastHeartbeatTime": beat}]}})
+        };
+        let base = node("True", "t1", json!([]));
+        assert!(!schedulable_changed(&base, &node("True", "t2", json!([]))));
+        assert!(schedulable_changed(&base, &node("False", "t2", json!([]))));
+        assert!(schedulable_changed(&base, &node("True", "t1", json!([{"key": "k", "effect": "NoSchedule"}]))));
+    }
+
+    #[test]
+    fn a_pod_already_marked_with_the_same_message_needs_no_write() {
+        let pod = json!({"status": {"conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}
+        ]}});
+        assert!(reported(&pod, "0/1 nodes are available: 1 Insufficient cpu."));
+        assert!(!reported(&pod, "0/2 nodes are available: 2 Insufficient cpu."));
+    }
+}
