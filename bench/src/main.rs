@@ -479,6 +479,16 @@ async fn api_pods(cluster: &Cluster, pods: usize, clients: usize) -> Result<()> 
         "Kubernetes API, {clients} clients creating {pods} pods: {:.0} creates/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
         s.ops_per_sec, s.p50_ms, s.p99_ms, s.errors
     );
+    // The server's share of a list: one GET, the body read but not decoded into typed pods.
+    let raw_client = apis[0].clone().into_client();
+    let t = Instant::now();
+    let request = http::Request::get("/api/v1/namespaces/default/pods").body(Vec::new())?;
+    let body = raw_client.request_text(request).await?;
+    println!(
+        "list of {pods} pods, raw JSON ({:.1} MB, not decoded): {:.0} ms",
+        body.len() as f64 / 1e6,
+        t.elapsed().as_secs_f64() * 1000.0
+    );
     for (label, params) in [("one request", ListParams::default()), ("pages of 500", ListParams::default().limit(500))]
     {
         let t = Instant::now();

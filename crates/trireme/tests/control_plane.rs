@@ -33,7 +33,7 @@ use kube::config::Kubeconfig;
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-async fn client(cluster: &Cluster, context: &str) -> Result<Client> {
+async fn connect(cluster: &Cluster, context: &str) -> Result<Client> {
     let kubeconfig = Kubeconfig::read_from(cluster.kubeconfig().await?)?;
     let options = KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?;
@@ -192,7 +192,8 @@ where
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
     loop {
-        if check().await.unwrap_or(false) {
+        // One check may hang on a paused master: each gets a few seconds.
+        if matches!(tokio::time::timeout(Duration::from_secs(5), check()).await, Ok(Ok(true))) {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
@@ -215,7 +216,7 @@ async fn deployment_done(deploys: &Api<Deployment>, replicas: i32) -> Result<boo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_spreads_rolls_scales_and_survives_the_loss_of_a_node() -> Result<()> {
     let cluster = Cluster::start_with(3, &["--node-monitor-grace-period=2s", "--pod-eviction-timeout=2s"]).await?;
-    let client = client(&cluster, "m1").await?;
+    let client = connect(&cluster, "m1").await?;
     let nodes = FakeNodes::start(client.clone(), &[("n1", "2"), ("n2", "2"), ("n3", "2")]).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
@@ -275,7 +276,7 @@ async fn a_deployment_spreads_rolls_scales_and_survives_the_loss_of_a_node() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduling_honours_cordons_taints_and_reports_why_a_pod_does_not_fit() -> Result<()> {
     let cluster = Cluster::start(3).await?;
-    let client = client(&cluster, "m1").await?;
+    let client = connect(&cluster, "m1").await?;
     let _nodes = FakeNodes::start(client.clone(), &[("n1", "1"), ("n2", "1"), ("n3", "1")]).await?;
     ok(cluster.kubectl(&["cordon", "n1"]).await?)?;
     ok(cluster.kubectl(&["taint", "node", "n2", "dedicated=db:NoSchedule"]).await?)?;
@@ -314,7 +315,7 @@ async fn a_new_leader_finishes_a_rollout_and_a_paused_old_leader_cannot_write() 
     let mut cluster = Cluster::start(3).await?;
     let leader = cluster.wait_leader().await?;
     let other = (leader + 1) % 3;
-    let client = client(&cluster, &format!("m{}", other + 1)).await?;
+    let client = connect(&cluster, &format!("m{}", other + 1)).await?;
     let _nodes = FakeNodes::start(client.clone(), &[("n1", "4"), ("n2", "4"), ("n3", "4")]).await?;
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -339,7 +340,8 @@ async fn a_new_leader_finishes_a_rollout_and_a_paused_old_leader_cannot_write() 
     eprintln!("--- SIGSTOP the current leader; once another leads, SIGCONT it: its writes are refused");
     let paused = cluster.wait_leader().await?;
     cluster.signal(paused, Signal::SIGSTOP).await?;
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let observer = connect(&cluster, &format!("m{}", (paused + 1) % 3 + 1)).await?;
+    let leases: Api<Lease> = Api::namespaced(observer, "kube-system");
     let paused_name = format!("m{}", paused + 1);
     wait_until("another master holds the scheduler lease", || {
         let (leases, paused_name) = (leases.clone(), paused_name.clone());
@@ -352,7 +354,7 @@ async fn a_new_leader_finishes_a_rollout_and_a_paused_old_leader_cannot_write() 
     .await?;
     cluster.signal(paused, Signal::SIGCONT).await?;
     for _ in 0..30 {
-        let lease = leases.get("kube-scheduler").await?;
+        let lease = tokio::time::timeout(Duration::from_secs(5), leases.get("kube-scheduler")).await??;
         let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
         ensure!(holder != paused_name, "the resumed old leader wrote the lease");
         tokio::time::sleep(Duration::from_millis(100)).await;
