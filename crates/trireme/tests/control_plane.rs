@@ -253,6 +253,15 @@ async fn a_deployment_spreads_rolls_scales_and_survives_the_loss_of_a_node() -> 
     let history = ok(cluster.kubectl(&["rollout", "history", "deploy/web"]).await?)?;
     ensure!(history.contains('1') && history.contains('2'), "{history}");
 
+    eprintln!("--- rollout undo brings the previous template back");
+    ok(cluster.kubectl(&["rollout", "undo", "deploy/web"]).await?)?;
+    let status = ok(cluster.kubectl(&["rollout", "status", "deploy/web", "--timeout=40s"]).await?)?;
+    ensure!(status.contains("successfully rolled out"), "{status}");
+    let image = ok(cluster
+        .kubectl(&["get", "deploy/web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"])
+        .await?)?;
+    ensure!(image == "nginx:1.25", "{image}");
+
     eprintln!("--- scale 5 → 0 → 3");
     ok(cluster.kubectl(&["scale", "deploy/web", "--replicas=0"]).await?)?;
     wait_until("no pods", || async { Ok(pods_by_node(&pods).await?.1 == 0) }).await?;
@@ -323,6 +332,28 @@ async fn a_new_leader_finishes_a_rollout_and_a_paused_old_leader_cannot_write() 
     ok(cluster.kubectl_with_input(&["--context", &ctx, "apply", "-f", "-"], Some(WEB)).await?)?;
     wait_until("5 available", || deployment_done(&deploys, 5)).await?;
 
+    // Every pod's node, as seen by a watcher: a pod must never move to a second node.
+    let bindings: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let rebound: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (b, r, watch_pods) = (bindings.clone(), rebound.clone(), pods.clone());
+    let recorder = tokio::spawn(async move {
+        loop {
+            if let Ok(list) = watch_pods.list(&ListParams::default()).await {
+                for pod in list.items {
+                    let (Some(uid), Some(node)) = (pod.metadata.uid, pod.spec.and_then(|s| s.node_name)) else {
+                        continue;
+                    };
+                    if let (Ok(mut b), Ok(mut r)) = (b.lock(), r.lock())
+                        && let Some(previous) = b.insert(uid.clone(), node.clone())
+                        && previous != node
+                    {
+                        r.push(format!("{uid}: {previous} then {node}"));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
     eprintln!("--- SIGKILL the leader in the middle of a rollout");
     ok(cluster.kubectl(&["--context", &ctx, "set", "image", "deploy/web", "web=nginx:1.27"]).await?)?;
     cluster.signal(leader, Signal::SIGKILL).await?;
@@ -335,6 +366,10 @@ async fn a_new_leader_finishes_a_rollout_and_a_paused_old_leader_cannot_write() 
         .flat_map(|p| p.spec.iter().flat_map(|s| s.containers.iter().filter_map(|c| c.image.clone())))
         .collect();
     ensure!(images == BTreeSet::from(["nginx:1.27".to_string()]), "{images:?}");
+    recorder.abort();
+    let rebound = rebound.lock().map(|r| r.clone()).unwrap_or_default();
+    ensure!(rebound.is_empty(), "pods bound twice: {rebound:?}");
+    ensure!(bindings.lock().map(|b| b.len()).unwrap_or(0) >= 5, "the recorder saw the pods");
     cluster.restart(leader)?;
 
     eprintln!("--- SIGSTOP the current leader; once another leads, SIGCONT it: its writes are refused");
