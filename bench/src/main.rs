@@ -56,6 +56,9 @@ struct Args {
     /// Pods the Kubernetes API workload creates (0 skips it).
     #[arg(long, default_value_t = 10_000)]
     api_pods: usize,
+    /// Fake nodes the scheduling workload registers.
+    #[arg(long, default_value_t = 1_000)]
+    fake_nodes: usize,
     /// Extra flags for every trireme master (e.g. "--snapshot-count=100000").
     #[arg(long, allow_hyphen_values = true)]
     trireme_flags: Vec<String>,
@@ -103,7 +106,10 @@ impl Cluster {
             let log = std::fs::File::create(dir.path().join(format!("{member}.log")))?;
             let mut cmd = Command::new(bin);
             if name == "trireme" {
-                cmd.arg("master").args(["--listen-api-urls", api]).env("RUST_LOG", "warn");
+                // Fake nodes never heartbeat: keep them Ready for the whole run.
+                cmd.arg("master")
+                    .args(["--listen-api-urls", api, "--node-monitor-grace-period=1h"])
+                    .env("RUST_LOG", "warn");
             }
             cmd.args(["--name", member])
                 .arg("--data-dir")
@@ -400,13 +406,8 @@ fn row(name: &str, t: Option<Stats>, e: Option<Stats>) {
     println!("| {name:<28} | {} | {} | {ratio:>6} |", cell(t), cell(e));
 }
 
-/// The Kubernetes API workload: `clients` clients create `pods` pods through the API servers
-/// (spread over the masters), then one client lists them all.
-async fn api_pods(cluster: &Cluster, pods: usize, clients: usize) -> Result<()> {
-    use k8s_openapi::api::core::v1::Pod;
-    use kube::api::Api;
-    use kube::api::ListParams;
-    use kube::api::PostParams;
+/// A `kube` client per master, with the admin token the first master wrote.
+async fn kube_clients(cluster: &Cluster) -> Result<Vec<kube::Client>> {
     let admin_path = cluster.dir.path().join("trireme1").join("admin.kubeconfig");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !admin_path.exists() {
@@ -416,14 +417,126 @@ async fn api_pods(cluster: &Cluster, pods: usize, clients: usize) -> Result<()> 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let admin: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&admin_path)?)?;
-    let mut apis = Vec::new();
+    let mut clients = Vec::new();
     for url in &cluster.api_urls {
         let mut doc = admin.clone();
         doc["clusters"][0]["cluster"]["server"] = serde_json::json!(url);
         let kubeconfig: kube::config::Kubeconfig = serde_json::from_value(doc)?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-        apis.push(Api::<Pod>::namespaced(kube::Client::try_from(config)?, "default"));
+        clients.push(kube::Client::try_from(config)?);
     }
+    Ok(clients)
+}
+
+/// Issue #5's workload: `nodes` fake nodes (Ready, never heartbeating: the cluster runs with a
+/// long `--node-monitor-grace-period`), then `pods` pods created by 16 clients; prints how fast
+/// the scheduler on the leader binds them, as a watcher on another master sees it.
+async fn scheduling(cluster: &Cluster, nodes: usize, pods: usize) -> Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::Api;
+    use kube::api::PostParams;
+    let clients = kube_clients(cluster).await?;
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "sched"}}))?;
+    Api::<Namespace>::all(clients[0].clone()).create(&PostParams::default(), &namespace).await?;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..16 {
+        let (api, next) = (Api::<Node>::all(clients[c % clients.len()].clone()), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= nodes {
+                    return anyhow::Ok(());
+                }
+                let node: Node = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("fake-{i:04}")},
+                    "status": {
+                        "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+                        "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+                        "conditions": [{"type": "Ready", "status": "True"}],
+                    },
+                }))?;
+                api.create(&PostParams::default(), &node).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    // Count bindings from a watch on the last master.
+    let watched: Api<Pod> = Api::namespaced(clients[clients.len() - 1].clone(), "sched");
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let counter = tokio::spawn(async move {
+        let mut bound = std::collections::HashSet::new();
+        let mut stream = std::pin::pin!(kube::runtime::watcher(watched, Default::default()));
+        let mut done = Some(done_tx);
+        while let Some(event) = stream.next().await {
+            let pods_seen: Vec<Pod> = match event {
+                Ok(kube::runtime::watcher::Event::Apply(p) | kube::runtime::watcher::Event::InitApply(p)) => vec![p],
+                _ => continue,
+            };
+            for pod in pods_seen {
+                if pod.spec.and_then(|s| s.node_name).is_some() {
+                    bound.insert(pod.metadata.name.unwrap_or_default());
+                }
+            }
+            if bound.len() >= pods
+                && let Some(tx) = done.take()
+            {
+                let _ = tx.send(Instant::now());
+                return;
+            }
+        }
+    });
+    let template: Pod = serde_json::from_value(serde_json::json!({
+        "spec": {"containers": [{"name": "main", "image": "nginx:1.25", "resources": {"requests": {"cpu": "100m"}}}]},
+    }))?;
+    let started = Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..16 {
+        let api = Api::<Pod>::namespaced(clients[c % clients.len()].clone(), "sched");
+        let (next, template) = (next.clone(), template.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= pods {
+                    return anyhow::Ok(());
+                }
+                let mut pod = template.clone();
+                pod.metadata.name = Some(format!("p-{i:05}"));
+                api.create(&PostParams::default(), &pod).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let created = started.elapsed();
+    let finished = tokio::time::timeout(Duration::from_secs(300), done_rx).await??;
+    counter.abort();
+    let total = finished - started;
+    println!();
+    println!(
+        "scheduling {pods} pods onto {nodes} nodes: created in {:.1} s, all bound {:.1} s after the first create: {:.0} pods/s",
+        created.as_secs_f64(),
+        total.as_secs_f64(),
+        pods as f64 / total.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The Kubernetes API workload: `clients` clients create `pods` pods through the API servers
+/// (spread over the masters), then one client lists them all.
+async fn api_pods(cluster: &Cluster, pods: usize, clients: usize) -> Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::Api;
+    use kube::api::ListParams;
+    use kube::api::PostParams;
+    let apis: Vec<Api<Pod>> = kube_clients(cluster).await?.into_iter().map(|c| Api::namespaced(c, "default")).collect();
     let template: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"labels": {"app": "bench"}},
         // Another scheduler's pods: the API alone is measured, not the scheduler's writes.
@@ -591,11 +704,12 @@ async fn main() -> Result<()> {
     row("watch, 1,000 watchers (ev/s)", t, e);
     println!();
     println!("watch events delivered: {}", delivered.join(", "));
-    // The Kubernetes API workload runs before the failover one, which leaves a master dead.
+    // The Kubernetes API workloads run before the failover one, which leaves a master dead.
     if let Some(t) = &trireme
         && args.api_pods > 0
     {
         api_pods(t, args.api_pods, 16).await?;
+        scheduling(t, args.fake_nodes, args.api_pods).await?;
     }
     let mut gaps = Vec::new();
     for c in [trireme.as_mut(), etcd.as_mut()].into_iter().flatten() {

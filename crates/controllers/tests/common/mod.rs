@@ -33,6 +33,7 @@ pub struct TestControlPlane {
     pub registry: Registry,
     pub store: Store,
     pub stop: CancellationToken,
+    running: tokio::task::JoinHandle<()>,
     _dir: TempDir,
 }
 
@@ -57,8 +58,8 @@ impl TestControlPlane {
         let registry = Registry::new(store.clone(), RegistryConfig::default());
         registry.bootstrap().await?;
         let stop = CancellationToken::new();
-        tokio::spawn(ControlPlane::new(registry.clone(), config).run(stop.clone()));
-        Ok(TestControlPlane { registry, store, stop, _dir: dir })
+        let running = tokio::spawn(ControlPlane::new(registry.clone(), config).run(stop.clone()));
+        Ok(TestControlPlane { registry, store, stop, running, _dir: dir })
     }
 
     /// Creates `object` (apiVersion and kind pick the resource) in `namespace`.
@@ -138,9 +139,11 @@ impl TestControlPlane {
         }
     }
 
-    /// Stops the control plane and the store.
+    /// Stops the control plane, waits until every one of its tasks has ended (they hold the
+    /// store), then stops the store, so no RocksDB handle outlives the test.
     pub async fn shutdown(self) {
         self.stop.cancel();
+        let _ = tokio::time::timeout(WAIT, self.running).await;
         self.store.shutdown().await;
     }
 }

@@ -47,7 +47,9 @@ impl LogStore {
     /// clone of this store is dropped.
     pub fn new(db: Arc<DB>) -> io::Result<Self> {
         let (flusher, pending) = mpsc::channel::<IOFlushed<TypeConfig>>();
-        let flush_db = db.clone();
+        // The thread holds the DB only while it flushes: the instance is closed where the
+        // store's last handle is dropped, never on this detached thread racing process exit.
+        let flush_db = Arc::downgrade(&db);
         std::thread::Builder::new().name("raft-log-flush".into()).spawn(move || flush_loop(&flush_db, &pending))?;
         Ok(LogStore { db, flusher })
     }
@@ -73,11 +75,14 @@ impl LogStore {
 }
 
 /// Syncs the WAL once per batch of queued appends and completes them in order.
-fn flush_loop(db: &DB, pending: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn flush_loop(db: &std::sync::Weak<DB>, pending: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
     while let Ok(first) = pending.recv() {
         let mut batch = vec![first];
         batch.extend(pending.try_iter());
-        let result = db.flush_wal(true);
+        let result = match db.upgrade() {
+            Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+            None => Err("the raft log is closed".to_string()),
+        };
         for callback in batch {
             let outcome = match &result {
                 Ok(()) => Ok(()),
