@@ -80,6 +80,8 @@ struct Cluster {
     /// Kubernetes API URLs (Trireme only).
     api_urls: Vec<String>,
     children: Vec<Child>,
+    /// How each member was started (program, arguments, log), to restart it.
+    commands: Vec<(std::ffi::OsString, Vec<std::ffi::OsString>, PathBuf)>,
     dir: tempfile::TempDir,
 }
 
@@ -102,6 +104,7 @@ impl Cluster {
         }
         let initial = members.iter().map(|(n, peer, _)| format!("{n}={peer}")).collect::<Vec<_>>().join(",");
         let mut children = Vec::new();
+        let mut commands = Vec::new();
         for ((member, peer, client), api) in members.iter().zip(&api_urls) {
             let log = std::fs::File::create(dir.path().join(format!("{member}.log")))?;
             let mut cmd = Command::new(bin);
@@ -129,6 +132,12 @@ impl Cluster {
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .kill_on_drop(true);
+            let std_cmd = cmd.as_std();
+            commands.push((
+                std_cmd.get_program().to_owned(),
+                std_cmd.get_args().map(ToOwned::to_owned).collect(),
+                dir.path().join(format!("{member}.log")),
+            ));
             children.push(cmd.spawn().with_context(|| format!("starting {}", bin.display()))?);
         }
         let cluster = Cluster {
@@ -137,10 +146,21 @@ impl Cluster {
             endpoints: members.into_iter().map(|(_, _, c)| c).collect(),
             api_urls,
             children,
+            commands,
             dir,
         };
         cluster.wait_leader(Duration::from_secs(60)).await?;
         Ok(cluster)
+    }
+
+    /// Starts member `i` again from its data dir, as it was first started.
+    fn restart(&mut self, i: usize) -> Result<()> {
+        let (program, args, log) = &self.commands[i];
+        let log = std::fs::OpenOptions::new().append(true).open(log)?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
+        self.children[i] = cmd.spawn()?;
+        Ok(())
     }
 
     /// Index of the leader once all live members agree.
@@ -529,6 +549,75 @@ async fn scheduling(cluster: &Cluster, nodes: usize, pods: usize) -> Result<()> 
     Ok(())
 }
 
+/// Issue #5's failover workload: a deployment scales up to 3,000 pods onto the fake nodes;
+/// once 300 are bound the leader master is SIGKILLed; prints the longest time without a new
+/// binding from the kill on, as a watcher on a surviving master sees it. The killed master is
+/// started again afterwards.
+async fn control_plane_failover(cluster: &mut Cluster) -> Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::Api;
+    use kube::api::PostParams;
+    let clients = kube_clients(cluster).await?;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await?;
+    let observer = clients[(leader + 1) % clients.len()].clone();
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "burst"},
+        "spec": {
+            "replicas": 3000,
+            "selector": {"matchLabels": {"app": "burst"}},
+            "template": {
+                "metadata": {"labels": {"app": "burst"}},
+                "spec": {"containers": [{"name": "main", "image": "nginx:1.25", "resources": {"requests": {"cpu": "10m"}}}]},
+            },
+        },
+    }))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let pods: Api<Pod> = Api::namespaced(observer.clone(), "sched");
+    let counter = tokio::spawn(async move {
+        let mut bound = std::collections::HashSet::new();
+        let config = kube::runtime::watcher::Config::default().labels("app=burst");
+        let mut stream = std::pin::pin!(kube::runtime::watcher(pods, config));
+        while let Some(event) = stream.next().await {
+            if let Ok(kube::runtime::watcher::Event::Apply(p) | kube::runtime::watcher::Event::InitApply(p)) = event
+                && p.spec.and_then(|s| s.node_name).is_some()
+                && bound.insert(p.metadata.name.unwrap_or_default())
+            {
+                let _ = tx.send(Instant::now());
+            }
+        }
+    });
+    Api::<Deployment>::namespaced(observer, "sched").create(&PostParams::default(), &deployment).await?;
+    let mut times = Vec::new();
+    while times.len() < 300 {
+        let t = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await?.context("watch ended")?;
+        times.push(t);
+    }
+    let pid = cluster.children[leader].id().context("leader pid")?;
+    let killed_at = Instant::now();
+    kill(Pid::from_raw(i32::try_from(pid)?), Signal::SIGKILL)?;
+    cluster.children[leader].wait().await?;
+    let until = killed_at + Duration::from_secs(8);
+    while let Ok(Some(t)) = tokio::time::timeout(until.saturating_duration_since(Instant::now()), rx.recv()).await {
+        times.push(t);
+    }
+    counter.abort();
+    let from = times.iter().rposition(|t| *t <= killed_at).unwrap_or(0);
+    let after: Vec<Instant> = std::iter::once(killed_at).chain(times[from + 1..].iter().copied()).collect();
+    let bound_after = after.len() - 1;
+    match after.windows(2).map(|w| w[1] - w[0]).max() {
+        Some(gap) => println!(
+            "control-plane failover (SIGKILL of the leader during a scale-up to 3,000 pods): longest time without a new binding {:.0} ms; {bound_after} pods bound in the 8 s after the kill",
+            gap.as_secs_f64() * 1000.0
+        ),
+        None => println!("control-plane failover: no pod was bound in the 8 s after the leader was killed"),
+    }
+    cluster.restart(leader)?;
+    cluster.wait_leader(Duration::from_secs(30)).await?;
+    Ok(())
+}
+
 /// The Kubernetes API workload: `clients` clients create `pods` pods through the API servers
 /// (spread over the masters), then one client lists them all.
 async fn api_pods(cluster: &Cluster, pods: usize, clients: usize) -> Result<()> {
@@ -635,6 +724,7 @@ async fn main() -> Result<()> {
             endpoints: urls.split(',').map(String::from).collect(),
             api_urls: Vec::new(),
             children: Vec::new(),
+            commands: Vec::new(),
             dir,
         };
         let s = load(&cluster, Op::Put, args.clients, Duration::from_secs(args.duration)).await?;
@@ -710,6 +800,11 @@ async fn main() -> Result<()> {
     {
         api_pods(t, args.api_pods, 16).await?;
         scheduling(t, args.fake_nodes, args.api_pods).await?;
+    }
+    if let Some(t) = trireme.as_mut()
+        && args.api_pods > 0
+    {
+        control_plane_failover(t).await?;
     }
     let mut gaps = Vec::new();
     for c in [trireme.as_mut(), etcd.as_mut()].into_iter().flatten() {
