@@ -158,7 +158,12 @@ impl Cluster {
         let (program, args, log) = &self.commands[i];
         let log = std::fs::OpenOptions::new().append(true).open(log)?;
         let mut cmd = Command::new(program);
-        cmd.args(args).env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
+        cmd.args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
         self.children[i] = cmd.spawn()?;
         Ok(())
     }
