@@ -1,7 +1,9 @@
 //! Compiles `proto/*.proto` with a vendored protoc, so no system protoc is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // The manifest dir of this run, not the one this script was compiled in: clones at other
+    // paths share the target dir (and so this script's binary).
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = ["peer.proto", "etcd/kv.proto", "etcd/rpc.proto"].map(|f| root.join(f));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

@@ -160,8 +160,8 @@ fn router(state: Arc<ApiState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api", get(|headers: HeaderMap| async move { discovery_root(&headers, true) }))
         .route("/apis", get(|headers: HeaderMap| async move { discovery_root(&headers, false) }))
-        .route("/api/{*rest}", any(api_legacy))
-        .route("/apis/{*rest}", any(api_groups))
+        .route("/api/{*rest}", any(api_rest))
+        .route("/apis/{*rest}", any(api_rest))
         .route("/openapi/v3", get(|| async { rest::json_response(StatusCode::OK, &openapi::root()) }))
         .route("/openapi/v3/{*path}", get(openapi_document))
         .fallback(|| async { Failure::no_route() })
@@ -241,26 +241,18 @@ async fn openapi_document(Path(path): Path<String>) -> Response {
     }
 }
 
-async fn api_legacy(
+/// `/api/...` (the legacy core group) and `/apis/...` (named groups).
+async fn api_rest(
     State(state): State<Arc<ApiState>>,
     method: Method,
+    uri: axum::http::Uri,
     Path(rest): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    serve_rest(state, true, method, rest, query, headers, body).await
-}
-
-async fn api_groups(
-    State(state): State<Arc<ApiState>>,
-    method: Method,
-    Path(rest): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve_rest(state, false, method, rest, query, headers, body).await
+    let legacy = uri.path().starts_with("/api/");
+    serve_rest(state, legacy, method, rest, query, headers, body).await
 }
 
 async fn serve_rest(

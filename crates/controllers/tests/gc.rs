@@ -5,28 +5,12 @@ mod common;
 
 use anyhow::Result;
 use common::TestControlPlane;
+use common::replica_set;
 use common::rt;
 use serde_json::Value;
-use serde_json::json;
 use trireme_api::registry::DeleteOptions;
 
 const NS: &str = "default";
-
-fn replica_set(name: &str, replicas: i64) -> Value {
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]},
-            },
-        },
-    })
-}
 
 /// Pods owned by the replica set with `uid`.
 async fn owned_pods(cp: &TestControlPlane, uid: &Value) -> Result<usize> {

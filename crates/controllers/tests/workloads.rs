@@ -10,6 +10,7 @@ use anyhow::Context;
 use anyhow::Result;
 use anyhow::bail;
 use common::TestControlPlane;
+use common::replica_set;
 use common::rt;
 use serde_json::Value;
 use serde_json::json;
@@ -19,22 +20,6 @@ use trireme_api::registry::WriteOptions;
 use trireme_api::registry::now;
 
 const NS: &str = "default";
-
-fn replica_set(name: &str, replicas: i64) -> Value {
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "nginx:1"}]},
-            },
-        },
-    })
-}
 
 fn deployment(name: &str, replicas: i64, image: &str, strategy: Value) -> Value {
     json!({

@@ -159,3 +159,20 @@ pub fn rt_of(object: &Value) -> Result<&'static ResourceType> {
 pub fn rt(group: &str, plural: &str) -> &'static ResourceType {
     trireme_api::resource::find(group, "v1", plural).expect("a served resource type")
 }
+
+/// A ReplicaSet of `replicas` pods labelled `app: <name>`.
+pub fn replica_set(name: &str, replicas: i64) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "nginx:1"}]},
+            },
+        },
+    })
+}
