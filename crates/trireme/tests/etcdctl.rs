@@ -186,7 +186,7 @@ async fn a_member_added_with_etcdctl_joins_catches_up_and_can_be_removed() -> Te
     for i in 0..20 {
         ok(cluster.etcdctl(&["put", &format!("pre/{i:02}"), "v"]).await?)?;
     }
-    let peer = format!("http://127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    let peer = format!("http://127.0.0.1:{}", common::free_port()?);
     let added = ok(cluster.etcdctl(&["member", "add", "m4", &format!("--peer-urls={peer}")]).await?)?;
     let initial = added
         .lines()
