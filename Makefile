@@ -5,7 +5,8 @@ export CARGO_TARGET_DIR ?= /var/tmp/trireme-target
 export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 # libclang-dev: bindgen for RocksDB's bindings. etcd-client: etcdctl for end-to-end tests.
-APT_PACKAGES := libclang-dev etcd-client
+# busybox-static: the static busybox the Docker runtime's tests put in a locally built image.
+APT_PACKAGES := libclang-dev etcd-client busybox-static
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps build test verify fix run bench doc
