@@ -8,6 +8,7 @@
 
 pub mod discovery;
 pub mod kubeconfig;
+pub mod nodeproxy;
 pub mod openapi;
 pub mod pki;
 pub mod protobuf;
@@ -71,6 +72,8 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Issues and verifies service-account tokens.
     pub tokens: tokens::TokenSigner,
+    /// Passes `kubectl logs` on to kubelets.
+    pub kubelets: nodeproxy::KubeletClient,
 }
 
 /// A master's Kubernetes API server.
@@ -92,7 +95,8 @@ impl ApiServer {
         }
         let tokens = tokens::TokenSigner::from_pem(&credentials.service_account_key_pem)
             .map_err(|e| pki::PkiError::Tokens(e.to_string()))?;
-        let state = Arc::new(ApiState { registry, credentials, shutdown, tokens });
+        let kubelets = nodeproxy::KubeletClient::new(&credentials)?;
+        let state = Arc::new(ApiState { registry, credentials, shutdown, tokens, kubelets });
         Ok(ApiServer { state, tls })
     }
 

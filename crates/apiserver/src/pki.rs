@@ -64,7 +64,8 @@ impl std::fmt::Debug for ClusterCredentials {
     }
 }
 
-fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+/// The CA's certificate parameters (its subject), to issue certificates under it.
+pub(crate) fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, "trireme-ca");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

@@ -166,12 +166,14 @@ async fn route(
         (Method::POST, true, Some("eviction")) => request.evict().await,
         (Method::POST, true, Some("token")) => request.token_request().await,
         (Method::PUT, true, Some("finalize")) => request.update(Scope::Main).await,
-        (Method::GET, true, Some("log")) | (_, true, Some("exec" | "attach" | "portforward")) => {
-            Err(Failure::bad_request(format!(
-                "{} of pods is served by the node agent, which Trireme does not run yet",
-                request.target.subresource.as_deref().unwrap_or_default()
-            )))
+        (Method::GET, true, Some("log")) if request.rt().plural == "pods" => {
+            let namespace = request.ns().unwrap_or("default");
+            request.state.kubelets.pod_log(&request.state.registry, namespace, request.name(), &request.query).await
         }
+        (_, true, Some("exec" | "attach" | "portforward")) => Err(Failure::bad_request(format!(
+            "{} is not supported by Trireme yet (kubectl logs is)",
+            request.target.subresource.as_deref().unwrap_or_default()
+        ))),
         (method, _, sub) => Err(Failure::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method} {}{})",
             request.target.rt.plural,

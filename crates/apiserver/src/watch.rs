@@ -77,7 +77,7 @@ async fn pump(
             _ = &mut deadline => break,
             _ = tx.closed() => break,
             _ = bookmarks.tick(), if settings.bookmarks => {
-                if let Some(rev) = watch.progress().filter(|r| *r > last_bookmark) {
+                if let Some(rev) = watch.progress().filter(|r| *r >= last_bookmark) {
                     last_bookmark = rev;
                     let object = json!({
                         "kind": rt.kind,
