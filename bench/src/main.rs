@@ -59,6 +59,10 @@ struct Args {
     /// Fake nodes the scheduling workload registers.
     #[arg(long, default_value_t = 1_000)]
     fake_nodes: usize,
+    /// Replicas of the pod-startup workload (a `trireme up` cluster with 2 real nodes; 0
+    /// skips it).
+    #[arg(long, default_value_t = 100)]
+    pod_startup: usize,
     /// Extra flags for every trireme master (e.g. "--snapshot-count=100000").
     #[arg(long, allow_hyphen_values = true)]
     trireme_flags: Vec<String>,
@@ -85,8 +89,11 @@ struct Cluster {
     dir: tempfile::TempDir,
 }
 
+#[path = "../../crates/trireme/src/ports.rs"]
+mod ports;
+
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(ports::reserve()?)
 }
 
 impl Cluster {
@@ -817,5 +824,139 @@ async fn main() -> Result<()> {
         gaps.push(format!("{} {:.0} ms", c.name, gap.as_secs_f64() * 1000.0));
     }
     println!("write gap after SIGKILL of the leader (16 writers on all endpoints): {}", gaps.join(", "));
+    drop(trireme);
+    drop(etcd);
+    if want("trireme") && args.pod_startup > 0 {
+        pod_startup(&trireme_bin, args.pod_startup).await?;
+    }
+    Ok(())
+}
+
+/// Issue #6's workload: `trireme up` (3 masters, 2 node agents with the process runtime), then
+/// one deployment of `replicas` pause pods; prints p50/p99 from a pod's creation to Running,
+/// both as a watcher sees them.
+async fn pod_startup(bin: &std::path::Path, replicas: usize) -> Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::Api;
+    use kube::api::PostParams;
+    use kube::runtime::watcher;
+    let dir = tempfile::tempdir()?;
+    let log = std::fs::File::create(dir.path().join("up.log"))?;
+    let mut up = Command::new(bin)
+        .args(["up", "--masters", "3", "--nodes", "2", "--dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !kubeconfig.exists() {
+        if Instant::now() > deadline {
+            bail!("trireme up did not write its kubeconfig; see {}", dir.path().join("up.log").display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let config =
+        kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kubeconfig)?, &Default::default())
+            .await?;
+    let client = kube::Client::try_from(config)?;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    loop {
+        let ready = nodes
+            .list(&Default::default())
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|n| {
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if ready == 2 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the nodes did not become Ready");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        (Instant, Option<Instant>),
+    >::new()));
+    let recorder = {
+        let seen = seen.clone();
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            let stream = watcher(pods, watcher::Config::default().labels("app=startup"));
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) = event else { continue };
+                let now = Instant::now();
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                if let Ok(mut seen) = seen.lock() {
+                    let entry = seen.entry(name).or_insert((now, None));
+                    if running && entry.1.is_none() {
+                        entry.1 = Some(now);
+                    }
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "startup"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "startup"}},
+            "template": {
+                "metadata": {"labels": {"app": "startup"}},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}]}
+            }
+        }
+    }))?;
+    let started = Instant::now();
+    Api::<Deployment>::namespaced(client.clone(), "default").create(&PostParams::default(), &deployment).await?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let latencies = loop {
+        let done: Vec<Duration> = seen
+            .lock()
+            .map(|s| s.values().filter_map(|(added, running)| running.map(|r| r - *added)).collect())
+            .unwrap_or_default();
+        if done.len() >= replicas {
+            break done;
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {replicas} pods Running after 180 s", done.len());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let all_running = started.elapsed();
+    recorder.abort();
+    let mut sorted = latencies;
+    sorted.sort();
+    println!();
+    println!(
+        "pod startup, {replicas} replicas on 2 nodes (process runtime): create → Running p50 {:.0} ms, p99 {:.0} ms; all Running {:.2} s after the deployment was created",
+        percentile(&sorted, 0.50),
+        percentile(&sorted, 0.99),
+        all_running.as_secs_f64()
+    );
+    if let Some(pid) = up.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), up.wait()).await;
     Ok(())
 }

@@ -3,6 +3,8 @@
 //! the library crates.
 
 mod master;
+mod node;
+mod ports;
 mod up;
 
 use clap::Parser;
@@ -25,11 +27,19 @@ struct Cli {
 enum Commands {
     /// Run one master replica: Raft member, MVCC store, the etcd v3 API and the Kubernetes API.
     Master(Box<master::MasterArgs>),
+    /// Run one worker: the kubelet (pods through a container runtime) and the service proxy.
+    Node(Box<node::NodeArgs>),
     /// Run a whole cluster on this machine (child processes on loopback) until Ctrl-C.
     Up(up::UpArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
+    // `trireme shim ...` and `trireme image ...` are the process runtime's container shim and
+    // built-in images, started by `trireme node`; they are not for people to type.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(code) = trireme_kubelet::helper::run_helper(&args) {
+        return Ok(code);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -37,12 +47,15 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tonic=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
             Commands::Master(args) => master::run(*args).await,
+            Commands::Node(args) => node::run(*args).await,
             Commands::Up(args) => up::run(args).await,
         }
-    })
+    })?;
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -17,6 +17,10 @@ use serde::Serialize;
 use tokio::process::Child;
 use tokio::process::Command;
 
+/// The Service ClusterIP range of a `trireme up` cluster: loopback addresses, so that
+/// `curl CLUSTER-IP:PORT` works on this machine.
+const UP_SERVICE_RANGE: &str = "127.96.0.0/16";
+
 /// Flags of `trireme up`.
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
@@ -26,8 +30,8 @@ pub struct UpArgs {
     /// Directory for data, logs and cluster.json; an existing one is restarted as it was.
     #[arg(long, default_value = "./.trireme")]
     pub dir: PathBuf,
-    /// Number of worker nodes (node agents arrive with issue #6; only 0 for now).
-    #[arg(long, default_value_t = 0)]
+    /// Number of worker nodes (node agents with the process runtime).
+    #[arg(long, default_value_t = 2)]
     pub nodes: usize,
 }
 
@@ -42,6 +46,12 @@ pub struct ProcessInfo {
     /// The Kubernetes API (HTTPS).
     #[serde(default)]
     pub api_url: String,
+    /// A node's address (its kubelet and NodePorts listen there).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node_ip: String,
+    /// A node's pod IP range.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod_cidr: String,
     pub data_dir: PathBuf,
     pub log_file: PathBuf,
 }
@@ -75,9 +85,9 @@ impl ClusterFile {
     }
 }
 
-/// A free loopback port (bound, then released for the child to take).
+/// A free loopback port for a child to take.
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(crate::ports::reserve()?)
 }
 
 /// The masters of the cluster: as before if `dir` held one, else new ones on free ports.
@@ -88,6 +98,8 @@ fn plan(args: &UpArgs) -> Result<ClusterFile> {
         if masters != args.masters {
             bail!("{} holds a cluster of {masters} masters; use --masters {masters} or another --dir", dir.display());
         }
+        let mut previous = previous;
+        add_nodes(&dir, args.nodes, &mut previous.processes);
         return Ok(previous);
     }
     let mut processes = Vec::new();
@@ -99,12 +111,58 @@ fn plan(args: &UpArgs) -> Result<ClusterFile> {
             peer_url: format!("http://127.0.0.1:{}", free_port()?),
             client_url: format!("http://127.0.0.1:{}", free_port()?),
             api_url: format!("https://127.0.0.1:{}", free_port()?),
+            node_ip: String::new(),
+            pod_cidr: String::new(),
             data_dir: dir.join(&name),
             log_file: dir.join(format!("{name}.log")),
             name,
         });
     }
+    add_nodes(&dir, args.nodes, &mut processes);
     Ok(ClusterFile { token: format!("trireme-up-{}", std::process::id()), processes })
+}
+
+/// Node `node-i` gets address 127.0.1.i (its kubelet and NodePorts listen there) and pod IPs
+/// from 127.10.i.0/24.
+fn add_nodes(dir: &Path, nodes: usize, processes: &mut Vec<ProcessInfo>) {
+    processes.retain(|p| p.role == "master");
+    for i in 1..=nodes {
+        let name = format!("node-{i}");
+        processes.push(ProcessInfo {
+            role: "node".into(),
+            pid: 0,
+            peer_url: String::new(),
+            client_url: String::new(),
+            api_url: String::new(),
+            node_ip: format!("127.0.1.{i}"),
+            pod_cidr: format!("127.10.{i}.0/24"),
+            data_dir: dir.join(&name),
+            log_file: dir.join(format!("{name}.log")),
+            name,
+        });
+    }
+}
+
+fn spawn_node(p: &ProcessInfo, kubeconfig: &Path, api_urls: &[String]) -> Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&p.log_file)?;
+    let exe = std::env::current_exe().context("locating the trireme binary")?;
+    let child = Command::new(exe)
+        .arg("node")
+        .args(["--name", &p.name])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--server", &api_urls.join(",")])
+        .args(["--node-ip", &p.node_ip, "--pod-cidr", &p.pod_cidr])
+        .arg("--root-dir")
+        .arg(&p.data_dir)
+        .arg("--stop-pods-on-exit")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting node {}", p.name))?;
+    Ok(child)
 }
 
 fn spawn_master(p: &ProcessInfo, initial_cluster: &str, token: &str) -> Result<Child> {
@@ -119,6 +177,8 @@ fn spawn_master(p: &ProcessInfo, initial_cluster: &str, token: &str) -> Result<C
         .args(["--listen-client-urls", &p.client_url, "--advertise-client-urls", &p.client_url])
         .args(["--initial-cluster", initial_cluster, "--initial-cluster-token", token])
         .args(["--listen-api-urls", &p.api_url])
+        // ClusterIPs on loopback: the node agents' proxies listen on them on this machine.
+        .args(["--service-cluster-ip-range", UP_SERVICE_RANGE])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -133,12 +193,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
     if args.masters == 0 {
         bail!("--masters must be at least 1");
     }
-    if args.nodes > 0 {
-        bail!("--nodes: node agents are not part of Trireme yet (issue #6); use --nodes 0");
-    }
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating --dir {}", args.dir.display()))?;
     let mut cluster = plan(&args)?;
-    if cluster.processes.iter().any(|p| p.api_url.is_empty()) {
+    if cluster.processes.iter().any(|p| p.role == "master" && p.api_url.is_empty()) {
         bail!(
             "{} holds a cluster from an older trireme without a Kubernetes API; use another --dir",
             args.dir.display()
@@ -152,37 +209,56 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .collect::<Vec<_>>()
         .join(",");
     let mut children = Vec::new();
-    for p in &mut cluster.processes {
+    for p in cluster.processes.iter_mut().filter(|p| p.role == "master") {
         let child = spawn_master(p, &initial_cluster, &cluster.token)?;
         p.pid = child.id().unwrap_or(0);
         children.push((p.name.clone(), child));
     }
-    cluster.save(&std::fs::canonicalize(&args.dir)?)?;
+    let dir = std::fs::canonicalize(&args.dir)?;
+    cluster.save(&dir)?;
     let endpoints = cluster.endpoints();
     wait_ready(&cluster).await?;
-    let dir = std::fs::canonicalize(&args.dir)?;
     let kubeconfig = write_kubeconfig(&cluster, &dir).await?;
+    let api_urls: Vec<String> =
+        cluster.processes.iter().filter(|p| p.role == "master").map(|p| p.api_url.clone()).collect();
+    for p in cluster.processes.iter_mut().filter(|p| p.role == "node") {
+        let child = spawn_node(p, &kubeconfig, &api_urls)?;
+        p.pid = child.id().unwrap_or(0);
+        children.push((p.name.clone(), child));
+    }
+    cluster.save(&dir)?;
 
-    println!("Trireme is up: {} masters (data, logs and cluster.json in {}).", args.masters, args.dir.display());
+    let nodes = cluster.processes.iter().filter(|p| p.role == "node").count();
+    println!(
+        "Trireme is up: {} masters and {nodes} nodes (data, logs and cluster.json in {}).",
+        args.masters,
+        args.dir.display()
+    );
     for p in &cluster.processes {
-        println!(
-            "  {:<4} {}  Kubernetes API {}  etcd API {}  peer {}  pid {}  log {}",
-            p.name,
-            p.role,
-            p.api_url,
-            p.client_url,
-            p.peer_url,
-            p.pid,
-            p.log_file.display()
-        );
+        if p.role == "master" {
+            println!(
+                "  {:<7} master  Kubernetes API {}  etcd API {}  peer {}  pid {}  log {}",
+                p.name,
+                p.api_url,
+                p.client_url,
+                p.peer_url,
+                p.pid,
+                p.log_file.display()
+            );
+        } else {
+            println!("  {:<7} node    address {}  pid {}  log {}", p.name, p.node_ip, p.pid, p.log_file.display());
+        }
     }
     println!();
     println!("Use it with kubectl (one context per master; the first is current):");
     println!("  export KUBECONFIG={}", kubeconfig.display());
-    println!("  kubectl get namespaces");
-    println!(
-        "  kubectl create deployment web --image=nginx --replicas=2 --dry-run=client -o yaml | kubectl apply -f -"
-    );
+    println!("  kubectl get nodes");
+    if let Some(node) = cluster.processes.iter().find(|p| p.role == "node") {
+        println!("  kubectl apply -f deploy/examples/hello.yaml      # 3 HTTP servers + a NodePort service");
+        println!("  kubectl rollout status deployment/hello && kubectl get pods -o wide");
+        println!("  curl http://{}:30080/                          # answered by the pods, round robin", node.node_ip);
+        println!("  kubectl logs deployment/hello");
+    }
     println!();
     println!("Use the store with etcdctl:");
     println!("  export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={endpoints}");
@@ -266,7 +342,7 @@ async fn wait_ready(cluster: &ClusterFile) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut leaders = Vec::new();
-        for p in &cluster.processes {
+        for p in cluster.processes.iter().filter(|p| p.role == "master") {
             leaders.push(status(&p.client_url).await.ok().map(|s| s.leader));
         }
         if leaders.iter().all(|l| l.is_some_and(|id| id != 0)) && leaders.windows(2).all(|w| w[0] == w[1]) {

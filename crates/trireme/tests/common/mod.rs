@@ -42,8 +42,14 @@ pub struct Cluster {
     extra: Vec<String>,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+pub mod nodes;
+
+#[path = "../../src/ports.rs"]
+mod ports;
+
+/// A loopback port for a process about to start (see `ports.rs` for why not port 0).
+pub fn free_port() -> Result<u16> {
+    Ok(ports::reserve()?)
 }
 
 impl Cluster {
@@ -162,7 +168,11 @@ impl Cluster {
                 break ready.into_iter().flatten().next().context("no master running")?;
             }
             if Instant::now() > deadline {
-                bail!("the Kubernetes API did not come up; logs in {}", self.dir.path().display());
+                bail!(
+                    "the Kubernetes API did not come up; logs in {}\n{}",
+                    self.dir.path().display(),
+                    self.log_tails()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
@@ -184,7 +194,16 @@ impl Cluster {
         if !kubeconfig.exists() {
             self.kubeconfig().await?;
         }
-        kubectl(&kubeconfig, &self.dir.path().join("kubecache"), args, stdin).await
+        // Without an explicit context, talk to a running master.
+        let mut args: Vec<&str> = args.to_vec();
+        let context;
+        if !args.iter().any(|a| a.starts_with("--context"))
+            && let Some(m) = self.masters.iter().find(|m| m.child.is_some())
+        {
+            context = format!("--context={}", m.name);
+            args.insert(0, &context);
+        }
+        kubectl(&kubeconfig, &self.dir.path().join("kubecache"), &args, stdin).await
     }
 
     /// Index of the master that every running master names as leader.
@@ -195,10 +214,25 @@ impl Cluster {
                 return Ok(i);
             }
             if Instant::now() > deadline {
-                bail!("no leader within {WAIT:?}; logs in {}", self.dir.path().display());
+                bail!("no leader within {WAIT:?}; logs in {}\n{}", self.dir.path().display(), self.log_tails());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The last lines each master logged, for a failure message.
+    pub fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for m in &self.masters {
+            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- {} ({})\n", m.name, m.log.display()));
+            for line in &lines[lines.len().saturating_sub(15)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     async fn leader(&self) -> Result<usize> {

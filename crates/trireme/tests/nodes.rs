@@ -1,0 +1,316 @@
+//! Real masters and real node agents (process runtime), driven by the real kubectl: the
+//! example app runs, serves through its NodePort, scales, rolls, logs and goes away; pods
+//! outlive a dead leader, every master being down and a dead node.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use anyhow::ensure;
+use common::Cluster;
+use common::nodes::Network;
+use common::nodes::Nodes;
+use common::ok;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+fn example() -> Result<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/examples/hello.yaml");
+    Ok(std::fs::read_to_string(path)?)
+}
+
+/// An HTTP/1.1 GET with a deadline; returns the body.
+async fn http_get(addr: &str, path: &str) -> Result<String> {
+    let run = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        let text = String::from_utf8_lossy(&response).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header")?;
+        ensure!(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"), "{head}");
+        anyhow::Ok(body.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(5), run).await.context("HTTP GET timed out")?
+}
+
+/// `kubectl get ... -o json` items.
+async fn items(cluster: &Cluster, args: &[&str]) -> Result<Vec<Value>> {
+    let mut full = vec!["get"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["-o", "json"]);
+    let out: Value = serde_json::from_str(&ok(cluster.kubectl(&full).await?)?)?;
+    Ok(out["items"].as_array().cloned().unwrap_or_default())
+}
+
+fn ready(pod: &Value) -> bool {
+    pod["status"]["phase"] == "Running"
+        && pod["metadata"]["deletionTimestamp"].is_null()
+        && pod["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// Waits until `check` passes, up to `limit`; the error says what was last seen.
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => bail!("{what}: not within {limit:?}: {e:#}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+async fn ready_pods(cluster: &Cluster, selector: &str) -> Result<Vec<Value>> {
+    Ok(items(cluster, &["pods", "-l", selector]).await?.into_iter().filter(ready).collect())
+}
+
+async fn wait_ready_pods(cluster: &Cluster, selector: &str, n: usize) -> Result<Vec<Value>> {
+    eventually(&format!("{n} ready pods {selector}"), Duration::from_secs(90), || async {
+        let pods = items(cluster, &["pods", "-l", selector]).await?;
+        let ready = pods.iter().filter(|p| ready(p)).count();
+        ensure!(ready == n && pods.len() == n, "{} pods, {ready} ready", pods.len());
+        Ok(())
+    })
+    .await?;
+    ready_pods(cluster, selector).await
+}
+
+async fn wait_nodes_ready(cluster: &Cluster, n: usize) -> Result<()> {
+    eventually("nodes Ready", Duration::from_secs(60), || async {
+        let nodes = items(cluster, &["nodes"]).await?;
+        let ready = nodes
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            })
+            .count();
+        ensure!(ready == n, "{ready} of {} nodes ready", nodes.len());
+        Ok(())
+    })
+    .await
+}
+
+/// Which pods answered `n` requests to `addr`.
+async fn answering_pods(addr: &str, n: usize) -> Result<BTreeSet<String>> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..n {
+        let body = http_get(addr, "/").await?;
+        let name = body.trim().strip_prefix("hello from ").with_context(|| format!("unexpected answer {body:?}"))?;
+        seen.insert(name.to_string());
+    }
+    Ok(seen)
+}
+
+/// What identifies a running container: pod uid, node, start time and restart count.
+fn identities(pods: &[Value]) -> BTreeMap<String, (String, String, String, i64)> {
+    pods.iter()
+        .map(|p| {
+            let status = &p["status"]["containerStatuses"][0];
+            (
+                p["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                (
+                    p["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
+                    p["spec"]["nodeName"].as_str().unwrap_or_default().to_string(),
+                    status["state"]["running"]["startedAt"].as_str().unwrap_or_default().to_string(),
+                    status["restartCount"].as_i64().unwrap_or(-1),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_app_serves_scales_rolls_logs_and_goes_away() -> Result<()> {
+    let network = Network::new();
+    let cluster = Cluster::start_with(3, &[&network.service_range_flag()]).await?;
+    let nodes = Nodes::start(&cluster, &network, 2, &[]).await?;
+    let result = async {
+        wait_nodes_ready(&cluster, 2).await?;
+
+        eprintln!("--- apply the example: every replica Running and Ready, on both nodes");
+        ok(cluster.kubectl_with_input(&["apply", "-f", "-"], Some(&example()?)).await?)?;
+        ok(cluster.kubectl(&["rollout", "status", "deployment/hello", "--timeout=90s"]).await?)?;
+        let pods = wait_ready_pods(&cluster, "app=hello", 3).await?;
+        let on: BTreeSet<&str> = pods.iter().filter_map(|p| p["spec"]["nodeName"].as_str()).collect();
+        ensure!(on.len() == 2, "replicas all on {on:?}");
+        let ips: BTreeSet<&str> = pods.iter().filter_map(|p| p["status"]["podIP"].as_str()).collect();
+        ensure!(ips.len() == 3, "pod IPs {ips:?}");
+
+        eprintln!("--- the NodePort on either node is answered by the pods, round robin");
+        for node in &nodes.nodes {
+            let addr = format!("{}:30080", node.ip);
+            eventually("NodePort answers from every pod", Duration::from_secs(20), || async {
+                let answered = answering_pods(&addr, 6).await?;
+                ensure!(answered.len() == 3, "answered by {answered:?}");
+                Ok(())
+            })
+            .await?;
+        }
+        let service: Value = serde_json::from_str(&ok(cluster.kubectl(&["get", "service", "hello", "-o", "json"]).await?)?)?;
+        let cluster_ip = service["spec"]["clusterIP"].as_str().context("clusterIP")?.to_string();
+        if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?) == 0 {
+            eprintln!("--- the ClusterIP {cluster_ip}:80 answers too");
+            eventually("ClusterIP answers", Duration::from_secs(10), || async {
+                answering_pods(&format!("{cluster_ip}:80"), 2).await.map(|_| ())
+            })
+            .await?;
+        }
+
+        eprintln!("--- scale up to 5 and down to 2");
+        ok(cluster.kubectl(&["scale", "deployment/hello", "--replicas=5"]).await?)?;
+        ok(cluster.kubectl(&["rollout", "status", "deployment/hello", "--timeout=90s"]).await?)?;
+        wait_ready_pods(&cluster, "app=hello", 5).await?;
+        ok(cluster.kubectl(&["scale", "deployment/hello", "--replicas=2"]).await?)?;
+        let pods = wait_ready_pods(&cluster, "app=hello", 2).await?;
+
+        eprintln!("--- rolling update with kubectl set image");
+        ok(cluster.kubectl(&["set", "image", "deployment/hello", "hello=hashicorp/http-echo:1.1"]).await?)?;
+        ok(cluster.kubectl(&["rollout", "status", "deployment/hello", "--timeout=90s"]).await?)?;
+        let rolled = wait_ready_pods(&cluster, "app=hello", 2).await?;
+        for p in &rolled {
+            ensure!(p["spec"]["containers"][0]["image"] == "hashicorp/http-echo:1.1", "{}", p["spec"]);
+        }
+        let before: BTreeSet<&str> = pods.iter().filter_map(|p| p["metadata"]["name"].as_str()).collect();
+        ensure!(rolled.iter().all(|p| !before.contains(p["metadata"]["name"].as_str().unwrap_or_default())));
+        answering_pods(&format!("{}:30080", nodes.nodes[0].ip), 2).await?;
+
+        eprintln!("--- kubectl logs, --tail, -c and --previous");
+        let logger = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"logger"},"spec":{"restartPolicy":"Always","containers":[
+            {"name":"main","image":"busybox","command":["sh","-c","echo line-1; echo line-2; echo from-$(POD_NAME); sleep 1; exit 3"]}]}}"#;
+        ok(cluster.kubectl_with_input(&["apply", "-f", "-"], Some(logger)).await?)?;
+        eventually("logger restarted once", Duration::from_secs(60), || async {
+            let pod: Value = serde_json::from_str(&ok(cluster.kubectl(&["get", "pod", "logger", "-o", "json"]).await?)?)?;
+            let restarts = pod["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0);
+            ensure!(restarts >= 1, "restartCount {restarts}");
+            let last = &pod["status"]["containerStatuses"][0]["lastState"]["terminated"];
+            ensure!(last["exitCode"] == 3, "lastState {last}");
+            Ok(())
+        })
+        .await?;
+        let logs = ok(cluster.kubectl(&["logs", "logger", "--previous"]).await?)?;
+        ensure!(logs == "line-1\nline-2\nfrom-logger\n", "{logs:?}");
+        let tail = ok(cluster.kubectl(&["logs", "logger", "-c", "main", "--previous", "--tail=1"]).await?)?;
+        ensure!(tail == "from-logger\n", "{tail:?}");
+        let hello_logs = ok(cluster.kubectl(&["logs", "deployment/hello"]).await?)?;
+        eprintln!("hello logs: {hello_logs}");
+        let follow = cluster.kubectl(&["logs", "-f", "logger", "--tail=2"]).await?;
+        ensure!(String::from_utf8_lossy(&follow.stdout).contains("from-logger"), "{follow:?}");
+
+        eprintln!("--- delete: pods, and their processes, are gone");
+        ok(cluster.kubectl(&["delete", "pod", "logger", "--wait=false"]).await?)?;
+        ok(cluster.kubectl_with_input(&["delete", "-f", "-", "--wait=false"], Some(&example()?)).await?)?;
+        eventually("pods gone", Duration::from_secs(60), || async {
+            let left = items(&cluster, &["pods"]).await?;
+            ensure!(left.is_empty(), "{} pods left", left.len());
+            Ok(())
+        })
+        .await?;
+        for p in &rolled {
+            let ip = p["status"]["podIP"].as_str().context("podIP")?;
+            let connect = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((ip, 5678))).await;
+            ensure!(!matches!(connect, Ok(Ok(_))), "something still listens on {ip}:5678");
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        eprintln!("{}\n{}", nodes.log_tails(), cluster.log_tails());
+    }
+    result
+}
+
+const WEB: &str = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},"spec":{"replicas":4,
+  "selector":{"matchLabels":{"app":"web"}},
+  "template":{"metadata":{"labels":{"app":"web"}},"spec":{"terminationGracePeriodSeconds":2,"containers":[
+    {"name":"web","image":"hashicorp/http-echo","args":["-text=hello from $(POD_NAME)"],
+     "ports":[{"containerPort":5678}],
+     "readinessProbe":{"tcpSocket":{"port":5678},"periodSeconds":1}}]}}}}
+---
+{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"},"spec":{"type":"NodePort","selector":{"app":"web"},
+  "ports":[{"port":80,"targetPort":5678,"nodePort":30081}]}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_outlive_a_dead_leader_every_master_down_and_a_dead_node() -> Result<()> {
+    let network = Network::new();
+    let flags =
+        [network.service_range_flag(), "--node-monitor-grace-period=3s".into(), "--pod-eviction-timeout=3s".into()];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::start_with(3, &flags).await?;
+    let mut nodes = Nodes::start(&cluster, &network, 2, &[]).await?;
+    let result = async {
+        wait_nodes_ready(&cluster, 2).await?;
+        for doc in WEB.split("\n---\n") {
+            ok(cluster.kubectl_with_input(&["apply", "-f", "-"], Some(doc)).await?)?;
+        }
+        ok(cluster.kubectl(&["rollout", "status", "deployment/web", "--timeout=90s"]).await?)?;
+        let before = identities(&wait_ready_pods(&cluster, "app=web", 4).await?);
+
+        eprintln!("--- SIGKILL the leader: running pods are untouched, a scale-up converges");
+        let leader = cluster.wait_leader().await?;
+        cluster.signal(leader, Signal::SIGKILL).await?;
+        cluster.wait_leader().await?;
+        let after = identities(&ready_pods(&cluster, "app=web").await?);
+        ensure!(after == before, "pods changed across the leader's death:\n{before:?}\n{after:?}");
+        ok(cluster.kubectl(&["scale", "deployment/web", "--replicas=6"]).await?)?;
+        ok(cluster.kubectl(&["rollout", "status", "deployment/web", "--timeout=90s"]).await?)?;
+        cluster.restart(leader)?;
+        let before = identities(&wait_ready_pods(&cluster, "app=web", 6).await?);
+
+        eprintln!("--- every master stopped: the pods keep serving through the NodePort");
+        for i in 0..3 {
+            cluster.signal(i, Signal::SIGKILL).await?;
+        }
+        let addr = format!("{}:30081", nodes.nodes[1].ip);
+        for _ in 0..10 {
+            http_get(&addr, "/").await.context("NodePort with every master down")?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+
+        eprintln!("--- masters back: nothing restarted");
+        for i in 0..3 {
+            cluster.restart(i)?;
+        }
+        cluster.wait_leader().await?;
+        wait_nodes_ready(&cluster, 2).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = identities(&wait_ready_pods(&cluster, "app=web", 6).await?);
+        ensure!(after == before, "pods changed across the masters' outage:\n{before:?}\n{after:?}");
+
+        eprintln!("--- SIGKILL node-1 (and its containers): its pods are replaced on node-2");
+        nodes.kill(0).await?;
+        nodes.kill_containers(0);
+        eventually("6 ready pods on node-2", Duration::from_secs(90), || async {
+            let pods = ready_pods(&cluster, "app=web").await?;
+            let on_2 = pods.iter().filter(|p| p["spec"]["nodeName"] == "node-2").count();
+            ensure!(on_2 == 6, "{on_2} ready on node-2, {} ready in all", pods.len());
+            Ok(())
+        })
+        .await?;
+        answering_pods(&addr, 3).await?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        eprintln!("{}\n{}", nodes.log_tails(), cluster.log_tails());
+    }
+    result
+}
