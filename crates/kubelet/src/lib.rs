@@ -11,12 +11,14 @@
 //! - [`pods`]: the watch of this node's pods and one [`worker`] per pod.
 //! - [`spec`]: a container's environment, limits and mounts from the pod spec.
 //! - [`probe`]: liveness, readiness and startup probes.
+//! - [`events`]: the Events `kubectl describe pod` shows.
 //! - [`server`]: the HTTPS endpoint the API server proxies `kubectl logs` to.
 //! - [`runtime`]: the container runtime interface, the process runtime and the Docker runtime.
 //! - [`helper`]: the container shim and the built-in demo images (run as `trireme shim|image`).
 
 pub mod client;
 pub mod config;
+pub mod events;
 pub mod helper;
 pub mod node;
 pub mod pods;
@@ -70,6 +72,7 @@ impl Kubelet {
         let shared = Arc::new(worker::Shared {
             client: client.clone(),
             runtime,
+            events: events::Recorder::new(client.clone(), config.node_name.clone()),
             config: config.clone(),
             shutdown: shutdown.clone(),
         });

@@ -41,6 +41,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KubeletConfig;
+use crate::events::Kind;
+use crate::events::Recorder;
 use crate::probe;
 use crate::probe::Prober;
 use crate::runtime::ContainerInfo;
@@ -66,6 +68,7 @@ pub type PodUpdates = watch::Receiver<Option<Arc<Pod>>>;
 pub struct Shared {
     pub client: Client,
     pub runtime: Arc<dyn ContainerRuntime>,
+    pub events: Recorder,
     pub config: KubeletConfig,
     pub shutdown: CancellationToken,
 }
@@ -343,6 +346,13 @@ impl Worker {
                                 slot.backoff, container.name, self.pod.name
                             ),
                         ));
+                        self.shared.events.record(
+                            &self.pod,
+                            Some(&container.name),
+                            Kind::Warning,
+                            "BackOff",
+                            format!("Back-off restarting failed container {} in pod {}", container.name, self.pod.name),
+                        );
                         return;
                     }
                 }
@@ -368,6 +378,13 @@ impl Worker {
         match self.shared.runtime.start_container(&sandbox, &container_spec).await {
             Ok(id) => {
                 tracing::info!(pod = %self.pod.name, container = %container.name, attempt, "started container");
+                self.shared.events.record(
+                    &self.pod,
+                    Some(&container.name),
+                    Kind::Normal,
+                    "Started",
+                    format!("Started container {}", container.name),
+                );
                 let info = match self.shared.runtime.container(&id).await {
                     Ok(info) => info,
                     Err(_) => ContainerInfo {
@@ -395,11 +412,13 @@ impl Worker {
                 slot.readiness = container.readiness_probe.clone().map(|p| Prober::new(p, now));
             }
             Err(e @ RuntimeError::ImageNotFound { .. }) => {
+                self.shared.events.record(&self.pod, Some(&container.name), Kind::Warning, "Failed", e.to_string());
                 slot.waiting = Some(("ErrImageNeverPull".into(), e.to_string()));
                 slot.not_before = Some(now + INITIAL_BACKOFF * 5);
             }
             Err(e) => {
                 tracing::warn!(pod = %self.pod.name, container = %container.name, error = %e, "cannot start container");
+                self.shared.events.record(&self.pod, Some(&container.name), Kind::Warning, "Failed", e.to_string());
                 slot.waiting = Some(("CreateContainerError".into(), e.to_string()));
                 slot.not_before = Some(now + INITIAL_BACKOFF * 2);
             }
@@ -439,6 +458,22 @@ impl Worker {
                 let outcome = probe::run(&p.probe, container, ip, runtime.as_ref(), &id).await;
                 if p.record(outcome, Instant::now()) == Some(false) {
                     tracing::info!(pod = %self.pod.name, container = %container.name, why = ?p.last_failure, "liveness probe failed; restarting");
+                    let why = p.last_failure.clone().unwrap_or_default();
+                    let events = &self.shared.events;
+                    events.record(
+                        &self.pod,
+                        Some(&container.name),
+                        Kind::Warning,
+                        "Unhealthy",
+                        format!("Liveness probe failed: {why}"),
+                    );
+                    events.record(
+                        &self.pod,
+                        Some(&container.name),
+                        Kind::Normal,
+                        "Killing",
+                        format!("Container {} failed liveness probe, will be restarted", container.name),
+                    );
                     let _ = runtime.stop_container(&id, grace).await;
                     slot.ready = false;
                     continue;
@@ -449,7 +484,16 @@ impl Worker {
                 Some(p) => {
                     if p.due() <= now {
                         let outcome = probe::run(&p.probe, container, ip, runtime.as_ref(), &id).await;
-                        p.record(outcome, Instant::now());
+                        if p.record(outcome, Instant::now()) == Some(false) {
+                            let why = p.last_failure.clone().unwrap_or_default();
+                            self.shared.events.record(
+                                &self.pod,
+                                Some(&container.name),
+                                Kind::Warning,
+                                "Unhealthy",
+                                format!("Readiness probe failed: {why}"),
+                            );
+                        }
                     }
                     slot.ready = p.verdict == Some(true);
                 }
@@ -575,6 +619,17 @@ impl Worker {
             .unwrap_or(30)
             .max(0);
         tracing::info!(pod = %self.pod.name, grace, "stopping the pod");
+        for (name, slot) in self.init.iter().chain(self.apps.iter()) {
+            if slot.running() {
+                self.shared.events.record(
+                    &self.pod,
+                    Some(name),
+                    Kind::Normal,
+                    "Killing",
+                    format!("Stopping container {name}"),
+                );
+            }
+        }
         self.stop_everything(Duration::from_secs(grace as u64)).await;
     }
 

@@ -314,3 +314,105 @@ async fn pods_outlive_a_dead_leader_every_master_down_and_a_dead_node() -> Resul
     }
     result
 }
+
+/// A pod from JSON, applied.
+async fn apply(cluster: &Cluster, json: &str) -> Result<()> {
+    ok(cluster.kubectl_with_input(&["apply", "-f", "-"], Some(json)).await?)?;
+    Ok(())
+}
+
+async fn pod(cluster: &Cluster, name: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&ok(cluster.kubectl(&["get", "pod", name, "-o", "json"]).await?)?)?)
+}
+
+async fn wait_phase(cluster: &Cluster, name: &str, phase: &str) -> Result<Value> {
+    eventually(&format!("pod {name} {phase}"), Duration::from_secs(60), || async {
+        let p = pod(cluster, name).await?;
+        ensure!(p["status"]["phase"] == phase, "phase {}, status {}", p["status"]["phase"], p["status"]);
+        Ok(())
+    })
+    .await?;
+    pod(cluster, name).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_follow_restart_policies_probes_init_containers_and_grace_periods() -> Result<()> {
+    let network = Network::new();
+    let cluster = Cluster::start_with(1, &[&network.service_range_flag()]).await?;
+    let nodes = Nodes::start(&cluster, &network, 1, &[]).await?;
+    let scratch = tempfile::TempDir::new()?;
+    let marker = scratch.path().join("tried-once");
+    let result = async {
+        wait_nodes_ready(&cluster, 1).await?;
+
+        eprintln!("--- init containers run first; env has the downward-API values and a working token");
+        apply(&cluster, r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"env"},"spec":{
+            "initContainers":[{"name":"init","image":"busybox","command":["sh","-c","echo init-done"]}],
+            "containers":[{"name":"main","image":"busybox","command":["sh","-c",
+              "echo ip=$POD_IP ns=$POD_NAMESPACE node=$NODE_NAME name=$POD_NAME; echo token=$TRIREME_SERVICE_ACCOUNT_TOKEN; sleep 3600"]}]}}"#).await?;
+        let env = wait_phase(&cluster, "env", "Running").await?;
+        ensure!(env["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0, "{}", env["status"]);
+        ensure!(ok(cluster.kubectl(&["logs", "env", "-c", "init"]).await?)? == "init-done\n");
+        let ip = env["status"]["podIP"].as_str().context("podIP")?.to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let logs = loop {
+            let logs = ok(cluster.kubectl(&["logs", "env", "-c", "main"]).await?)?;
+            if logs.contains("token=") {
+                break logs;
+            }
+            ensure!(Instant::now() < deadline, "env printed {logs:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        ensure!(logs.contains(&format!("ip={ip} ns=default node=node-1 name=env")), "{logs}");
+        let token = logs.lines().find_map(|l| l.strip_prefix("token=")).context("token line")?.trim().to_string();
+        ensure!(token.split('.').count() == 3, "not a JWT: {token:?}");
+        ok(cluster.kubectl(&["get", "namespaces", &format!("--token={token}")]).await?)
+            .context("the pod's service-account token authenticates")?;
+
+        eprintln!("--- restartPolicy Never and OnFailure");
+        apply(&cluster, r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"done"},"spec":{"restartPolicy":"Never",
+            "containers":[{"name":"c","image":"busybox","command":["sh","-c","exit 0"]}]}}"#).await?;
+        apply(&cluster, r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"broken"},"spec":{"restartPolicy":"Never",
+            "containers":[{"name":"c","image":"busybox","command":["sh","-c","exit 2"]}]}}"#).await?;
+        let retry = format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"retry"}},"spec":{{"restartPolicy":"OnFailure",
+            "containers":[{{"name":"c","image":"busybox","command":["sh","-c","if [ -f {m} ]; then exit 0; fi; touch {m}; exit 1"]}}]}}}}"#,
+            m = marker.display()
+        );
+        apply(&cluster, &retry).await?;
+        wait_phase(&cluster, "done", "Succeeded").await?;
+        let broken = wait_phase(&cluster, "broken", "Failed").await?;
+        ensure!(broken["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 2);
+        ensure!(broken["status"]["containerStatuses"][0]["restartCount"] == 0);
+        let retried = wait_phase(&cluster, "retry", "Succeeded").await?;
+        ensure!(retried["status"]["containerStatuses"][0]["restartCount"] == 1, "{}", retried["status"]);
+
+        eprintln!("--- a failing liveness probe restarts the container; readiness follows its probe");
+        apply(&cluster, r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"sick"},"spec":{"terminationGracePeriodSeconds":1,
+            "containers":[{"name":"c","image":"busybox","command":["sleep","3600"],
+              "livenessProbe":{"exec":{"command":["sh","-c","exit 1"]},"periodSeconds":1,"failureThreshold":2},
+              "readinessProbe":{"exec":{"command":["true"]},"periodSeconds":1}}]}}"#).await?;
+        eventually("sick restarted", Duration::from_secs(60), || async {
+            let p = pod(&cluster, "sick").await?;
+            let restarts = p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0);
+            ensure!(restarts >= 1, "restartCount {restarts}");
+            Ok(())
+        })
+        .await?;
+
+        eprintln!("--- graceful deletion: SIGTERM ignored, SIGKILL after the grace period, then the pod is gone");
+        apply(&cluster, r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"stubborn"},"spec":{"terminationGracePeriodSeconds":2,
+            "containers":[{"name":"c","image":"busybox","command":["sh","-c","trap '' TERM; while true; do sleep 1; done"]}]}}"#).await?;
+        wait_phase(&cluster, "stubborn", "Running").await?;
+        let started = Instant::now();
+        ok(cluster.kubectl(&["delete", "pod", "stubborn", "--timeout=30s"]).await?)?;
+        let took = started.elapsed();
+        ensure!(took >= Duration::from_millis(1800) && took < Duration::from_secs(15), "deletion took {took:?}");
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        eprintln!("{}\n{}", nodes.log_tails(), cluster.log_tails());
+    }
+    result
+}
