@@ -416,3 +416,84 @@ async fn containers_follow_restart_policies_probes_init_containers_and_grace_per
     }
     result
 }
+
+/// Removes every Docker container and the network of Docker-runtime node `node`.
+fn docker_cleanup(node: &str) {
+    let listed = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=trireme.node={node}")])
+        .output();
+    if let Ok(out) = listed {
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+        }
+    }
+    let _ = std::process::Command::new("docker").args(["network", "rm", &format!("trireme-{node}")]).output();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docker_runtime_runs_pods_that_serve_log_and_stop() -> Result<()> {
+    let docker_up = std::process::Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output();
+    if !docker_up.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipping: no Docker daemon answers here");
+        return Ok(());
+    }
+    eprintln!("--- the test image (busybox from Debian's busybox-static, built locally)");
+    let context = tempfile::TempDir::new()?;
+    std::fs::copy("/bin/busybox", context.path().join("busybox"))
+        .context("/bin/busybox (apt-get install busybox-static)")?;
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         ENTRYPOINT [\"/bin/busybox\"]\nCMD [\"echo\", \"default-cmd\"]\n",
+    )?;
+    let built = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", "trireme-test/busybox:1"])
+        .arg(context.path())
+        .output()?;
+    ensure!(built.status.success(), "docker build: {}", String::from_utf8_lossy(&built.stderr));
+
+    let node = format!("docker-{}", std::process::id());
+    docker_cleanup(&node);
+    let network = Network::new();
+    let cluster = Cluster::start_with(1, &[&network.service_range_flag()]).await?;
+    let mut nodes = Nodes::start(&cluster, &network, 0, &["--runtime", "docker"]).await?;
+    nodes.add(&network, &node)?;
+    let result = async {
+        wait_nodes_ready(&cluster, 1).await?;
+        eprintln!("--- a pod in Docker serves through a NodePort and logs");
+        apply(&cluster, r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","labels":{"app":"dweb"}},"spec":{"terminationGracePeriodSeconds":2,
+            "containers":[{"name":"httpd","image":"trireme-test/busybox:1","command":["sh","-c",
+              "echo hello from docker > /index.html; echo serving; exec httpd -f -p 8080 -h /"],
+              "ports":[{"containerPort":8080}],"readinessProbe":{"tcpSocket":{"port":8080},"periodSeconds":1}}]}}"#).await?;
+        apply(&cluster, r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"dweb"},"spec":{"type":"NodePort","selector":{"app":"dweb"},
+            "ports":[{"port":80,"targetPort":8080,"nodePort":30082}]}}"#).await?;
+        let web = wait_phase(&cluster, "web", "Running").await?;
+        let container_id = web["status"]["containerStatuses"][0]["containerID"].as_str().unwrap_or_default().to_string();
+        ensure!(container_id.starts_with("docker://"), "{container_id}");
+        let addr = format!("{}:30082", network.node_ip(1));
+        eventually("NodePort to the Docker pod", Duration::from_secs(30), || async {
+            let body = http_get(&addr, "/index.html").await?;
+            ensure!(body.trim() == "hello from docker", "{body:?}");
+            Ok(())
+        })
+        .await?;
+        let logs = ok(cluster.kubectl(&["logs", "web"]).await?)?;
+        ensure!(logs.contains("serving"), "{logs:?}");
+
+        eprintln!("--- deleting the pod removes its containers");
+        ok(cluster.kubectl(&["delete", "pod", "web", "--timeout=60s"]).await?)?;
+        let left = std::process::Command::new("docker")
+            .args(["ps", "-q", "--filter", &format!("label=trireme.node={node}")])
+            .output()?;
+        ensure!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "containers left running");
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        eprintln!("{}\n{}", nodes.log_tails(), cluster.log_tails());
+    }
+    nodes.kill(0).await?;
+    docker_cleanup(&node);
+    result
+}

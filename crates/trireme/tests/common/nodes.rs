@@ -91,6 +91,22 @@ impl Nodes {
         Ok(nodes)
     }
 
+    /// Adds and starts one more node, named `name`, with the next address of `network`.
+    pub fn add(&mut self, network: &Network, name: &str) -> Result<usize> {
+        let i = self.nodes.len() + 1;
+        let root = self.kubeconfig.parent().context("cluster dir")?.join(name);
+        self.nodes.push(NodeProc {
+            name: name.to_string(),
+            ip: network.node_ip(i),
+            pod_cidr: network.pod_cidr(i),
+            log: root.with_extension("log"),
+            root,
+            child: None,
+        });
+        self.spawn(i - 1)?;
+        Ok(i - 1)
+    }
+
     /// Starts node `i` (again, with the same root dir).
     pub fn spawn(&mut self, i: usize) -> Result<()> {
         let node = &mut self.nodes[i];
