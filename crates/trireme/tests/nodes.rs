@@ -295,6 +295,17 @@ async fn pods_outlive_a_dead_leader_every_master_down_and_a_dead_node() -> Resul
         let after = identities(&wait_ready_pods(&cluster, "app=web", 6).await?);
         ensure!(after == before, "pods changed across the masters' outage:\n{before:?}\n{after:?}");
 
+        eprintln!("--- node-2's agent SIGKILLed and started again: it adopts its containers, nothing restarts");
+        nodes.kill(1).await?;
+        let on_node_1 = format!("{}:30081", nodes.nodes[0].ip);
+        answering_pods(&on_node_1, 6).await.context("node-1's NodePort with node-2's agent down")?;
+        nodes.spawn(1)?;
+        wait_nodes_ready(&cluster, 2).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = identities(&wait_ready_pods(&cluster, "app=web", 6).await?);
+        ensure!(after == before, "pods changed across the agent's restart:\n{before:?}\n{after:?}");
+        answering_pods(&addr, 3).await?;
+
         eprintln!("--- SIGKILL node-1 (and its containers): its pods are replaced on node-2");
         nodes.kill(0).await?;
         nodes.kill_containers(0);
