@@ -222,17 +222,7 @@ impl Cluster {
 
     /// The last lines each master logged, for a failure message.
     pub fn log_tails(&self) -> String {
-        let mut out = String::new();
-        for m in &self.masters {
-            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("--- {} ({})\n", m.name, m.log.display()));
-            for line in &lines[lines.len().saturating_sub(15)..] {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
+        self.masters.iter().map(|m| tail_of(&m.name, &m.log, 15)).collect()
     }
 
     async fn leader(&self) -> Result<usize> {
@@ -317,6 +307,18 @@ pub async fn kubectl(
     }
     let out = tokio::time::timeout(WAIT, child.wait_with_output()).await.context("kubectl timed out")??;
     Ok(out)
+}
+
+/// The last `n` lines of a process's log file, headed by its name and path.
+pub fn tail_of(name: &str, log: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = format!("--- {name} ({})\n", log.display());
+    for line in &lines[lines.len().saturating_sub(n)..] {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// stdout of a successful run, or an error with stderr.

@@ -150,17 +150,7 @@ impl Nodes {
 
     /// The last lines of each node's log.
     pub fn log_tails(&self) -> String {
-        let mut out = String::new();
-        for node in &self.nodes {
-            let text = std::fs::read_to_string(&node.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("--- {} ({})\n", node.name, node.log.display()));
-            for line in &lines[lines.len().saturating_sub(25)..] {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
+        self.nodes.iter().map(|n| super::tail_of(&n.name, &n.log, 25)).collect()
     }
 }
 
