@@ -276,7 +276,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             _ = watch.tick() => {
                 for (name, child) in &mut children {
                     if let Ok(Some(status)) = child.try_wait() {
-                        eprintln!("master {name} exited ({status}); see its log. The others keep running.");
+                        eprintln!("{name} exited ({status}); see its log. The others keep running.");
                     }
                 }
                 children.retain_mut(|(_, c)| !matches!(c.try_wait(), Ok(Some(_))));
