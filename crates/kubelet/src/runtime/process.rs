@@ -14,12 +14,12 @@
 //! pods/<uid>/containers/<name>-<attempt>/root/            the default working dir and HOME
 //! ```
 //!
-//! A container is started by a shim ([`shim`], `<helper> shim ...`) running detached in a
+//! A container is started by a shim (`shim`, `<helper> shim ...`) running detached in a
 //! process group of its own, which outlives the kubelet and records the container's exit. A
 //! container id is `<pod uid>_<name>_<attempt>`.
 //!
 //! Images are programs of this machine: `--image NAME=PATH` mappings, the built-in demo images
-//! ([`builtin`]) and the host's own commands for `busybox`, `alpine`, `debian` and `ubuntu`.
+//! (`builtin`) and the host's own commands for `busybox`, `alpine`, `debian` and `ubuntu`.
 //!
 //! Limitations, as a process is not isolated the way a container is:
 //! - There are no namespaces: a container sees the host's file system, processes and users.
@@ -29,7 +29,7 @@
 //! - CPU and memory limits need a writable cgroup v2 hierarchy; without one they are not
 //!   enforced (the runtime warns once).
 //! - Pods share the host's ports on their own IPs only if their programs bind `$POD_IP`.
-//! - Log timestamps are approximate (see [`logs`]).
+//! - Log timestamps are approximate (see `logs`).
 //! - One runtime (one kubelet) per root directory at a time.
 
 mod cgroup;

@@ -13,7 +13,7 @@
 
 use std::io;
 
-/// The image's name; [`build_context`] is what it is built from.
+/// The image's name; `build_context` is what it is built from.
 pub const PAUSE_IMAGE: &str = "trireme/pause:1";
 
 /// The Docker platform architecture the executable runs on.
