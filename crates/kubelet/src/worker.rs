@@ -232,7 +232,10 @@ impl Worker {
                 }
             }
         }
-        if let Err(e) = self.ensure_service_account_token(pod).await {
+        let token_started = Instant::now();
+        let token = self.ensure_service_account_token(pod).await;
+        tracing::debug!(pod = %self.pod.name, took = ?token_started.elapsed(), "service-account token");
+        if let Err(e) = token {
             tracing::warn!(pod = %self.pod.name, error = %e, "cannot get a service-account token");
             for c in spec.containers.iter() {
                 self.apps.entry(c.name.clone()).or_default().waiting =
@@ -375,7 +378,10 @@ impl Worker {
                 return;
             }
         };
-        match self.shared.runtime.start_container(&sandbox, &container_spec).await {
+        let start_began = Instant::now();
+        let started = self.shared.runtime.start_container(&sandbox, &container_spec).await;
+        tracing::debug!(pod = %self.pod.name, container = %container.name, took = ?start_began.elapsed(), "runtime start");
+        match started {
             Ok(id) => {
                 tracing::info!(pod = %self.pod.name, container = %container.name, attempt, "started container");
                 self.shared.events.record(
