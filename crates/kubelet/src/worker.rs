@@ -223,11 +223,7 @@ impl Worker {
                 Ok(sandbox) => self.sandbox = Some(sandbox),
                 Err(e) => {
                     tracing::warn!(pod = %self.pod.name, error = %e, "cannot create the pod sandbox");
-                    for c in spec.containers.iter() {
-                        self.apps.entry(c.name.clone()).or_default().waiting =
-                            Some(("ContainerCreating".into(), format!("sandbox: {e}")));
-                    }
-                    self.publish(pod);
+                    self.not_started(pod, format!("sandbox: {e}"));
                     return;
                 }
             }
@@ -237,11 +233,7 @@ impl Worker {
         tracing::debug!(pod = %self.pod.name, took = ?token_started.elapsed(), "service-account token");
         if let Err(e) = token {
             tracing::warn!(pod = %self.pod.name, error = %e, "cannot get a service-account token");
-            for c in spec.containers.iter() {
-                self.apps.entry(c.name.clone()).or_default().waiting =
-                    Some(("ContainerCreating".into(), format!("service-account token: {e}")));
-            }
-            self.publish(pod);
+            self.not_started(pod, format!("service-account token: {e}"));
             return;
         }
         self.refresh().await;
@@ -259,6 +251,15 @@ impl Worker {
         if !self.terminal || known {
             self.publish(pod);
         }
+    }
+
+    /// Reports every container as still being created, for `why`, when the pod cannot start
+    /// yet (no sandbox, no token); the next sync tries again.
+    fn not_started(&mut self, pod: &Pod, why: String) {
+        for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+            self.apps.entry(c.name.clone()).or_default().waiting = Some(("ContainerCreating".into(), why.clone()));
+        }
+        self.publish(pod);
     }
 
     /// Reads every known container's state from the runtime.
@@ -660,7 +661,7 @@ impl Worker {
         if let Err(e) = runtime.remove_sandbox(&self.pod).await {
             tracing::warn!(pod = %self.pod.name, error = %e, "cannot remove the sandbox");
         }
-        let _ = std::fs::remove_dir_all(self.shared.config.root_dir.join("pods").join(&self.pod.uid));
+        let _ = tokio::fs::remove_dir_all(self.shared.config.root_dir.join("pods").join(&self.pod.uid)).await;
     }
 
     /// Removes the pod object once its containers are gone (the last step of a graceful
