@@ -63,6 +63,10 @@ struct Args {
     /// skips it).
     #[arg(long, default_value_t = 100)]
     pod_startup: usize,
+    /// Megabytes of values for the backup workload: `trireme snapshot save` and `restore` of a
+    /// store holding them, next to `cp` of the same file (0 skips it).
+    #[arg(long, default_value_t = 1024)]
+    backup_mb: usize,
     /// Extra flags for every trireme master (e.g. "--snapshot-count=100000").
     #[arg(long, allow_hyphen_values = true)]
     trireme_flags: Vec<String>,
@@ -829,6 +833,101 @@ async fn main() -> Result<()> {
     if want("trireme") && args.pod_startup > 0 {
         pod_startup(&trireme_bin, args.pod_startup).await?;
     }
+    if want("trireme") && args.backup_mb > 0 {
+        backup(&trireme_bin, args.backup_mb).await?;
+    }
+    Ok(())
+}
+
+/// Runs `bin` with `args` to completion; returns how long it took.
+async fn timed(bin: &std::path::Path, args: &[&std::ffi::OsStr]) -> Result<Duration> {
+    let started = Instant::now();
+    let out = Command::new(bin).args(args).stdin(Stdio::null()).output().await?;
+    if !out.status.success() {
+        bail!("{} {:?} failed: {}", bin.display(), args, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(started.elapsed())
+}
+
+/// Issue #7's target: a store with `mb` MiB of values (1 MiB each, random, so compression does
+/// not shrink them) is saved with `trireme snapshot save` and restored with `trireme snapshot
+/// restore`; both are printed next to `cp` (and `cp` + fsync) of the saved file on the same disk.
+async fn backup(bin: &std::path::Path, mb: usize) -> Result<()> {
+    use rand::RngCore;
+    use rand::SeedableRng;
+    eprintln!("backup workload: writing {mb} MiB of values into a fresh 3-master cluster");
+    let cluster = Cluster::start("trireme", &bin.to_path_buf(), &[]).await?;
+    let channels = connections(&cluster, 4).await?;
+    let mut tasks = Vec::new();
+    for (w, channel) in channels.iter().enumerate() {
+        let mut kv = KvClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
+            let mut value = vec![0u8; 1 << 20];
+            for i in (w..mb).step_by(4) {
+                rng.fill_bytes(&mut value);
+                let put = pb::PutRequest {
+                    key: format!("backup/{i:06}").into_bytes().into(),
+                    value: value.clone().into(),
+                    ..Default::default()
+                };
+                kv.put(put).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let dir = cluster.dir.path();
+    let file = dir.join("backup.db");
+    let endpoints = cluster.endpoints.join(",");
+    let save = timed(
+        bin,
+        &["snapshot".as_ref(), "save".as_ref(), file.as_os_str(), "--endpoints".as_ref(), endpoints.as_ref()],
+    )
+    .await?;
+    let size = std::fs::metadata(&file)?.len();
+    let copy = dir.join("copy.db");
+    let cp = timed(std::path::Path::new("cp"), &[file.as_os_str(), copy.as_os_str()]).await?;
+    let started = Instant::now();
+    std::fs::File::open(&copy)?.sync_all()?;
+    let cp_sync = cp + started.elapsed();
+    std::fs::remove_file(&copy)?;
+    let peer = "http://127.0.0.1:1";
+    let initial = format!("r1={peer}");
+    let restored = dir.join("restored");
+    let restore = timed(
+        bin,
+        &[
+            "snapshot".as_ref(),
+            "restore".as_ref(),
+            file.as_os_str(),
+            "--name".as_ref(),
+            "r1".as_ref(),
+            "--initial-cluster".as_ref(),
+            initial.as_ref(),
+            "--initial-advertise-peer-urls".as_ref(),
+            peer.as_ref(),
+            "--data-dir".as_ref(),
+            restored.as_os_str(),
+        ],
+    )
+    .await?;
+    let secs = |d: Duration| d.as_secs_f64();
+    println!();
+    println!("backup of {mb} MiB of values ({:.2} GiB file):", size as f64 / f64::from(1u32 << 30));
+    println!("  cp of the file            {:>6.2} s   (cp + fsync {:.2} s)", secs(cp), secs(cp_sync));
+    println!(
+        "  trireme snapshot save     {:>6.2} s   {:.1}× cp + fsync (target ≤ 2×)",
+        secs(save),
+        secs(save) / secs(cp_sync)
+    );
+    println!(
+        "  trireme snapshot restore  {:>6.2} s   {:.1}× cp + fsync (target ≤ 2×)",
+        secs(restore),
+        secs(restore) / secs(cp_sync)
+    );
     Ok(())
 }
 

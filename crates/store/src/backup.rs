@@ -26,9 +26,14 @@ use tokio::sync::mpsc;
 
 /// First bytes of every archive.
 pub const MAGIC: &[u8] = b"TRIREME-SNAPSHOT\n";
-/// Current archive format.
-pub const FORMAT_VERSION: u32 = 1;
+/// Current archive format: 2 added the key-space hash (`kv_hash`). Format 1 archives are still
+/// read; they cannot be verified against a recorded hash.
+pub const FORMAT_VERSION: u32 = 2;
 const CHUNK: usize = 1024 * 1024;
+/// Size of the SHA-256 trailer.
+pub const TRAILER_LEN: u64 = 32;
+/// Largest header accepted when reading an archive.
+const MAX_HEADER_BYTES: u32 = 16 * 1024 * 1024;
 
 /// What an archive holds, written at its start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +48,10 @@ pub struct ArchiveHeader {
     pub keys: u64,
     /// Unix seconds when it was taken.
     pub taken_at: u64,
+    /// etcd's HashKV of the key space at `revision`, computed from the checkpoint itself when
+    /// the archive was made (`None` in format 1).
+    #[serde(default)]
+    pub kv_hash: Option<u32>,
     /// Checkpoint files, in the order their bytes follow.
     pub files: Vec<ArchiveFile>,
 }
@@ -54,7 +63,55 @@ pub struct ArchiveFile {
     pub size: u64,
 }
 
+/// Why an archive file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("reading the archive: {0}")]
+    Io(#[from] io::Error),
+    #[error("not a Trireme snapshot (it does not start with the snapshot magic)")]
+    NotAnArchive,
+    #[error("the archive header is corrupt: {0}")]
+    BadHeader(String),
+    #[error("archive format {0} is newer than this binary understands (up to {FORMAT_VERSION})")]
+    UnsupportedFormat(u32),
+    #[error("the archive is truncated or has extra bytes: {actual} bytes, its header describes {expected}")]
+    WrongSize { expected: u64, actual: u64 },
+    #[error("the archive is corrupt: its SHA-256 is {actual}, the trailer records {recorded}")]
+    HashMismatch { recorded: String, actual: String },
+}
+
 impl ArchiveHeader {
+    /// Reads the magic and header from the start of an archive; returns the header and the
+    /// number of bytes they took.
+    pub fn read_from(r: &mut impl io::Read) -> Result<(ArchiveHeader, u64), ArchiveError> {
+        let mut magic = vec![0u8; MAGIC.len()];
+        match r.read_exact(&mut magic) {
+            Ok(()) if magic == MAGIC => {}
+            Ok(()) => return Err(ArchiveError::NotAnArchive),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(ArchiveError::NotAnArchive),
+            Err(e) => return Err(e.into()),
+        }
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).map_err(|e| ArchiveError::BadHeader(e.to_string()))?;
+        let len = u32::from_be_bytes(len);
+        if len > MAX_HEADER_BYTES {
+            return Err(ArchiveError::BadHeader(format!("header length {len} is implausible")));
+        }
+        let mut json = vec![0u8; len as usize];
+        r.read_exact(&mut json).map_err(|e| ArchiveError::BadHeader(e.to_string()))?;
+        let header: ArchiveHeader =
+            serde_json::from_slice(&json).map_err(|e| ArchiveError::BadHeader(e.to_string()))?;
+        if header.format > FORMAT_VERSION || header.format == 0 {
+            return Err(ArchiveError::UnsupportedFormat(header.format));
+        }
+        for f in &header.files {
+            if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
+                return Err(ArchiveError::BadHeader(format!("file name {:?} is not allowed", f.name)));
+            }
+        }
+        Ok((header, (MAGIC.len() + 4) as u64 + u64::from(len)))
+    }
+
     fn encoded(&self) -> io::Result<Vec<u8>> {
         let json = serde_json::to_vec(self).map_err(io::Error::other)?;
         let len = u32::try_from(json.len()).map_err(|_| io::Error::other("archive header too large"))?;
@@ -142,6 +199,87 @@ impl Archive {
     }
 }
 
+/// An archive file whose size and SHA-256 trailer were checked.
+#[derive(Debug, Clone)]
+pub struct CheckedArchive {
+    pub header: ArchiveHeader,
+    /// Bytes in the file.
+    pub size: u64,
+    /// The SHA-256 recorded in (and matching) the trailer, hex.
+    pub sha256: String,
+}
+
+/// Reads a whole archive file, checking its header, its size against the header, and its
+/// SHA-256 against the trailer. With `extract_to`, also writes the checkpoint's files there in
+/// the same pass (the caller removes them if this fails). `progress` is told the bytes read.
+pub fn read_archive(
+    path: &Path,
+    extract_to: Option<&Path>,
+    check_hash: bool,
+    progress: &dyn Fn(u64),
+) -> Result<CheckedArchive, ArchiveError> {
+    use std::io::Read;
+    use std::io::Write;
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut hashed = HashingReader { inner: io::BufReader::with_capacity(CHUNK, file), hash: Sha256::new() };
+    let (header, head_len) = ArchiveHeader::read_from(&mut hashed)?;
+    let expected = header.archive_len()?;
+    if size != expected {
+        return Err(ArchiveError::WrongSize { expected, actual: size });
+    }
+    progress(head_len);
+    let mut buf = vec![0u8; CHUNK];
+    for f in &header.files {
+        let mut out = match extract_to {
+            Some(dir) => Some(io::BufWriter::with_capacity(CHUNK, std::fs::File::create(dir.join(&f.name))?)),
+            None => None,
+        };
+        let mut left = f.size;
+        while left > 0 {
+            let n = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
+            hashed.read_exact(&mut buf[..n])?;
+            if let Some(out) = out.as_mut() {
+                out.write_all(&buf[..n])?;
+            }
+            left -= n as u64;
+            progress(n as u64);
+        }
+        if let Some(out) = out {
+            out.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all()?;
+        }
+    }
+    let body = head_len + header.files.iter().map(|f| f.size).sum::<u64>();
+    let padding = usize::try_from(body.div_ceil(512) * 512 - body).unwrap_or(0);
+    hashed.read_exact(&mut buf[..padding])?;
+    let actual = hex::encode(std::mem::take(&mut hashed.hash).finalize());
+    let mut trailer = [0u8; TRAILER_LEN as usize];
+    hashed.inner.read_exact(&mut trailer)?;
+    progress(padding as u64 + TRAILER_LEN);
+    let recorded = hex::encode(trailer);
+    if check_hash && recorded != actual {
+        return Err(ArchiveError::HashMismatch { recorded, actual });
+    }
+    if let Some(dir) = extract_to {
+        crate::db::sync_dir(dir)?;
+    }
+    Ok(CheckedArchive { header, size, sha256: recorded })
+}
+
+/// Hashes what passes through.
+struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 impl Drop for Archive {
     fn drop(&mut self) {
         // The stream task owns the archive; the checkpoint goes when it is done.
@@ -171,6 +309,7 @@ mod tests {
             compact_revision: 0,
             keys: 0,
             taken_at: 0,
+            kv_hash: Some(42),
             files,
         };
         let expected_len = header.archive_len()?;
@@ -185,6 +324,33 @@ mod tests {
         assert_eq!(Sha256::digest(body).as_slice(), trailer);
         assert!(all.starts_with(MAGIC));
         assert!(!check.exists(), "checkpoint removed after streaming");
+
+        let file = dir.path().join("archive.db");
+        std::fs::write(&file, &all)?;
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out)?;
+        let read = read_archive(&file, Some(&out), true, &|_| {}).map_err(io::Error::other)?;
+        assert_eq!(read.header.kv_hash, Some(42));
+        assert_eq!(std::fs::read(out.join("a.sst"))?, vec![7u8; 3000]);
+
+        let mut corrupt = all.clone();
+        corrupt[MAGIC.len() + 200] ^= 1;
+        std::fs::write(&file, &corrupt)?;
+        let err = read_archive(&file, None, true, &|_| {}).expect_err("corrupt");
+        assert!(matches!(err, ArchiveError::HashMismatch { .. } | ArchiveError::BadHeader(_)), "{err}");
+        corrupt = all.clone();
+        let last_file_byte = all.len() - 600;
+        corrupt[last_file_byte] ^= 1;
+        std::fs::write(&file, &corrupt)?;
+        let err = read_archive(&file, None, true, &|_| {}).expect_err("corrupt");
+        assert!(matches!(err, ArchiveError::HashMismatch { .. }), "{err}");
+        assert!(read_archive(&file, None, false, &|_| {}).is_ok(), "the hash check can be skipped");
+        std::fs::write(&file, &all[..all.len() - 1])?;
+        let err = read_archive(&file, None, true, &|_| {}).expect_err("truncated");
+        assert!(matches!(err, ArchiveError::WrongSize { .. }), "{err}");
+        std::fs::write(&file, b"SQLite format 3\0 and more bytes than the magic")?;
+        let err = read_archive(&file, None, true, &|_| {}).expect_err("not an archive");
+        assert!(matches!(err, ArchiveError::NotAnArchive), "{err}");
         Ok(())
     }
 }

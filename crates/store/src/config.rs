@@ -34,6 +34,8 @@ pub struct StoreConfig {
     pub max_request_bytes: usize,
     /// Most operations in one transaction.
     pub max_txn_ops: usize,
+    /// Connections to peers are made from this local address (`None`: the OS picks).
+    pub peer_source_address: Option<std::net::IpAddr>,
 }
 
 impl Default for StoreConfig {
@@ -52,6 +54,7 @@ impl Default for StoreConfig {
             auto_compaction_retention: Some(Duration::from_secs(3600)),
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            peer_source_address: None,
         }
     }
 }

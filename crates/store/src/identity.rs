@@ -15,6 +15,7 @@ use sha2::Digest;
 use sha2::Sha256;
 
 const FILE: &str = "member.json";
+const BOOTSTRAP_FILE: &str = "bootstrap.json";
 
 /// Who a data dir belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,13 +39,53 @@ impl MemberIdentity {
 
     /// Writes `member.json` atomically (temp file, fsync, rename, fsync dir).
     pub fn save(&self, data_dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(data_dir)?;
-        let tmp = data_dir.join(format!("{FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, data_dir.join(FILE))?;
-        crate::db::sync_dir(data_dir)
+        write_atomic(data_dir, FILE, &serde_json::to_vec_pretty(self).map_err(io::Error::other)?)
     }
+}
+
+/// The founding membership a data dir made by `snapshot restore` or `--force-new-cluster` still
+/// has to initialize Raft with: the member reads it at its next start, initializes, and
+/// removes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bootstrap {
+    pub members: Vec<(u64, crate::types::Member)>,
+}
+
+impl Bootstrap {
+    /// Reads `bootstrap.json`; `None` if there is nothing left to initialize.
+    pub fn load(data_dir: &Path) -> io::Result<Option<Bootstrap>> {
+        let path = data_dir.join(BOOTSTRAP_FILE);
+        match std::fs::read(&path) {
+            Ok(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `bootstrap.json` atomically.
+    pub fn save(&self, data_dir: &Path) -> io::Result<()> {
+        write_atomic(data_dir, BOOTSTRAP_FILE, &serde_json::to_vec_pretty(self).map_err(io::Error::other)?)
+    }
+
+    /// Removes `bootstrap.json` once Raft holds the membership.
+    pub fn remove(data_dir: &Path) -> io::Result<()> {
+        match std::fs::remove_file(data_dir.join(BOOTSTRAP_FILE)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => crate::db::sync_dir(data_dir),
+        }
+    }
+}
+
+/// Writes `name` in `dir` atomically: temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, contents)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    crate::db::sync_dir(dir)
 }
 
 fn hash_u64(parts: &[&[u8]]) -> u64 {
@@ -73,6 +114,13 @@ pub fn cluster_id(member_ids: &[u64], token: &str) -> u64 {
     ids.sort_unstable();
     let joined: Vec<u8> = ids.iter().flat_map(|id| id.to_be_bytes()).collect();
     hash_u64(&[&joined, token.as_bytes()])
+}
+
+/// The id of a cluster restored from a snapshot: like [`cluster_id`], mixed with the
+/// archive's SHA-256, so every member restored from the same file agrees on it and it differs
+/// from the cluster the snapshot was taken from.
+pub fn restored_cluster_id(member_ids: &[u64], token: &str, archive_sha256: &str) -> u64 {
+    hash_u64(&[&cluster_id(member_ids, token).to_be_bytes(), b"restored", archive_sha256.as_bytes()])
 }
 
 #[cfg(test)]

@@ -134,7 +134,7 @@ impl Store {
         let log_store = LogStore::new(raft_db)?;
         let shared = Shared::open(&config.data_dir, config.watch_ring_events)?;
         let state_machine = StateMachine::new(shared.clone())?;
-        let network = PeerNetwork::default();
+        let network = PeerNetwork::with_source_address(config.peer_source_address);
         let raft_config = openraft::Config {
             cluster_name: "trireme".to_string(),
             heartbeat_interval: millis(config.heartbeat_interval),
@@ -189,6 +189,48 @@ impl Store {
                 Ok(())
             }
             Err(e) => Err(StoreError::Raft(e.to_string())),
+        }
+    }
+
+    /// Initializes Raft with the membership that `snapshot restore` or `--force-new-cluster`
+    /// left in the data dir (`bootstrap.json`). Returns whether there was one.
+    ///
+    /// The data came with the data dir, not through the log, so a member that joins later must
+    /// get it by snapshot: in the background, once this member has applied its first entries, it
+    /// takes a snapshot, purges the log behind it, and only then removes `bootstrap.json` (a
+    /// member restarted before that does it again).
+    pub async fn bootstrap(&self) -> Result<bool, StoreError> {
+        let dir = &self.inner.config.data_dir;
+        let Some(bootstrap) = crate::identity::Bootstrap::load(dir)? else { return Ok(false) };
+        self.initialize(bootstrap.members.into_iter().collect()).await?;
+        let task = tokio::spawn(self.clone().seal_bootstrap());
+        self.inner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(task);
+        Ok(true)
+    }
+
+    /// See [`Store::bootstrap`]: snapshot, purge, remove `bootstrap.json`.
+    async fn seal_bootstrap(self) {
+        let sealed = async {
+            let mut applied = self.inner.shared.applied.subscribe();
+            applied.wait_for(|&a| a >= 1).await.map_err(|_| StoreError::Stopped)?;
+            self.snapshot_now().await?;
+            let mut metrics = self.inner.raft.metrics();
+            let snapshot = loop {
+                if let Some(index) = metrics.borrow_watched().snapshot.as_ref().map(|l| l.index).filter(|&i| i >= 1) {
+                    break index;
+                }
+                metrics.changed().await.map_err(|_| StoreError::Stopped)?;
+            };
+            self.purge_log(snapshot).await?;
+            crate::identity::Bootstrap::remove(&self.inner.config.data_dir)?;
+            Ok::<_, StoreError>(snapshot)
+        };
+        tokio::select! {
+            result = sealed => match result {
+                Ok(index) => tracing::info!(index, "bootstrapped data sealed in a snapshot; joining members will install it"),
+                Err(e) => tracing::warn!(error = %e, "could not snapshot the bootstrapped data; retried at the next start"),
+            },
+            () = self.inner.shutdown.cancelled() => {}
         }
     }
 
@@ -452,9 +494,11 @@ impl Store {
             rocksdb::checkpoint::Checkpoint::new(&shared.state.get())
                 .and_then(|c| c.create_checkpoint(&dir))
                 .map_err(db::io)?;
-            let (counters, keys) = {
+            let (counters, keys, kv_hash) = {
                 let view = db::open_read_only(&dir, &STATE_CFS)?;
-                (read::counters(&view)?, read::key_count(&view)?)
+                let counters = read::counters(&view)?;
+                let (kv_hash, _) = read::hash_kv(&view, counters.revision).map_err(std::io::Error::other)?;
+                (counters, read::key_count(&view)?, kv_hash)
             };
             let header = ArchiveHeader {
                 format: backup::FORMAT_VERSION,
@@ -464,6 +508,7 @@ impl Store {
                 compact_revision: counters.compacted,
                 keys,
                 taken_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                kv_hash: Some(kv_hash),
                 files: Archive::list_files(&dir)?,
             };
             Ok(Archive::new(dir, header))

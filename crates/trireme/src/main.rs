@@ -1,10 +1,14 @@
-//! `trireme`: one binary for every role — `master`, `up`, and (later) `node` and the operator
-//! tools. It parses flags, wires the crates together and handles shutdown; the logic lives in
+//! `trireme`: one binary for every role — `master`, `node`, `up` — and the operator tools
+//! (`snapshot`, `member`). It parses flags, wires the crates together and handles shutdown; the logic lives in
 //! the library crates.
 
+mod client;
 mod master;
+mod member;
 mod node;
 mod ports;
+mod scheduled;
+mod snapshot;
 mod up;
 
 use clap::Parser;
@@ -31,6 +35,10 @@ enum Commands {
     Node(Box<node::NodeArgs>),
     /// Run a whole cluster on this machine (child processes on loopback) until Ctrl-C.
     Up(up::UpArgs),
+    /// Save, inspect, verify and restore snapshots of the cluster's data.
+    Snapshot(snapshot::SnapshotArgs),
+    /// List, add, remove and promote masters.
+    Member(member::MemberArgs),
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -55,6 +63,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Commands::Master(args) => master::run(*args).await,
             Commands::Node(args) => node::run(*args).await,
             Commands::Up(args) => up::run(args).await,
+            Commands::Snapshot(args) => snapshot::run(args).await,
+            Commands::Member(args) => member::run(args).await,
         }
     })?;
     Ok(std::process::ExitCode::SUCCESS)

@@ -104,6 +104,29 @@ pub struct MasterArgs {
     /// before they are deleted and replaced elsewhere [default: 30s].
     #[arg(long)]
     pub pod_eviction_timeout: Option<String>,
+    /// Connections to peers are made from this local IP address (multi-homed hosts, firewalls
+    /// that admit peers by address) [default: the OS picks].
+    #[arg(long)]
+    pub peer_source_address: Option<String>,
+    /// Turn this member's data dir into a one-member cluster that keeps all its data, after the
+    /// others were lost for good (quorum loss); add new members with `trireme member add`.
+    /// Done once: remove the flag afterwards.
+    #[arg(long)]
+    #[serde(default)]
+    pub force_new_cluster: bool,
+    /// While this master leads, save a verified snapshot this often: a duration such as 30m or
+    /// 6h [default: off].
+    #[arg(long)]
+    pub snapshot_interval: Option<String>,
+    /// Scheduled snapshots kept; older ones are deleted [default: 5].
+    #[arg(long)]
+    pub snapshot_retention: Option<usize>,
+    /// Where scheduled snapshots go [default: DATA-DIR/snapshots-scheduled].
+    #[arg(long)]
+    pub snapshot_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://IP:PORT/metrics [default: off].
+    #[arg(long)]
+    pub listen_metrics_urls: Option<String>,
 }
 
 impl MasterArgs {
@@ -137,6 +160,12 @@ impl MasterArgs {
             service_node_port_range: self.service_node_port_range.or(file.service_node_port_range),
             node_monitor_grace_period: self.node_monitor_grace_period.or(file.node_monitor_grace_period),
             pod_eviction_timeout: self.pod_eviction_timeout.or(file.pod_eviction_timeout),
+            peer_source_address: self.peer_source_address.or(file.peer_source_address),
+            force_new_cluster: self.force_new_cluster || file.force_new_cluster,
+            snapshot_interval: self.snapshot_interval.or(file.snapshot_interval),
+            snapshot_retention: self.snapshot_retention.or(file.snapshot_retention),
+            snapshot_dir: self.snapshot_dir.or(file.snapshot_dir),
+            listen_metrics_urls: self.listen_metrics_urls.or(file.listen_metrics_urls),
         })
     }
 }
@@ -165,6 +194,11 @@ pub struct MasterConfig {
     pub registry: RegistryConfig,
     pub node_monitor_grace: Duration,
     pub pod_eviction_timeout: Duration,
+    pub peer_source_address: Option<std::net::IpAddr>,
+    pub force_new_cluster: bool,
+    /// Scheduled snapshots, if enabled.
+    pub snapshots: Option<crate::scheduled::ScheduleConfig>,
+    pub listen_metrics: Option<SocketAddr>,
 }
 
 /// etcd's periodic retention: `0` (off), a number of hours, or a number with ms, s, m or h.
@@ -222,7 +256,7 @@ fn host_of(url: &str) -> String {
 }
 
 /// A duration flag: a number with ms, s, m or h (`500ms`, `10s`, `1m`).
-fn parse_duration(flag: &str, value: &str) -> Result<Duration> {
+pub(crate) fn parse_duration(flag: &str, value: &str) -> Result<Duration> {
     let bad = || anyhow::anyhow!("--{flag}: {value:?} is not a duration such as 10s, 500ms or 1m");
     let value = value.trim();
     let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
@@ -333,8 +367,39 @@ impl MasterConfig {
         if election < heartbeat * 3 {
             bail!("--election-timeout must be at least 3 × --heartbeat-interval");
         }
+        let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.trireme")));
+        let peer_source_address = match args.peer_source_address.as_deref() {
+            Some(ip) => {
+                Some(ip.parse().map_err(|_| anyhow::anyhow!("--peer-source-address: {ip:?} is not an IP address"))?)
+            }
+            None => None,
+        };
+        let snapshots = match args.snapshot_interval.as_deref() {
+            Some(interval) => {
+                let retention = args.snapshot_retention.unwrap_or(5);
+                if retention == 0 {
+                    bail!("--snapshot-retention must keep at least one snapshot");
+                }
+                Some(crate::scheduled::ScheduleConfig {
+                    interval: parse_duration("snapshot-interval", interval)?,
+                    retention,
+                    dir: args.snapshot_dir.clone().unwrap_or_else(|| data_dir.join("snapshots-scheduled")),
+                })
+            }
+            None if args.snapshot_retention.is_some() || args.snapshot_dir.is_some() => {
+                bail!("--snapshot-retention and --snapshot-dir need --snapshot-interval")
+            }
+            None => None,
+        };
+        if snapshots.as_ref().is_some_and(|s| s.interval < Duration::from_secs(1)) {
+            bail!("--snapshot-interval must be at least 1s");
+        }
+        let listen_metrics = match args.listen_metrics_urls.as_deref() {
+            Some(url) => Some(socket_of("listen-metrics-urls", url)?),
+            None => None,
+        };
         Ok(MasterConfig {
-            data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.trireme"))),
+            data_dir,
             name,
             listen_peer: listen_peer.iter().map(|u| socket_of("listen-peer-urls", u)).collect::<Result<_>>()?,
             advertise_peer_urls,
@@ -360,6 +425,10 @@ impl MasterConfig {
                 "pod-eviction-timeout",
                 args.pod_eviction_timeout.as_deref().unwrap_or("30s"),
             )?,
+            peer_source_address,
+            force_new_cluster: args.force_new_cluster,
+            snapshots,
+            listen_metrics,
         })
     }
 
@@ -409,18 +478,41 @@ async fn resolve_identity(config: &MasterConfig) -> Result<(MemberIdentity, Opti
         }
         bail!("no member of --initial-cluster answered; cannot join an existing cluster");
     }
-    let founders: BTreeMap<u64, Member> = config
+    let founders = founders(config);
+    let ids: Vec<u64> = founders.keys().copied().collect();
+    let id = identity::member_id(&config.advertise_peer_urls, &config.token);
+    let cluster_id = identity::cluster_id(&ids, &config.token);
+    Ok((MemberIdentity { id, name: config.name.clone(), cluster_id }, Some(founders)))
+}
+
+/// The founding members `--initial-cluster` names, by the ids every founder derives alike.
+pub fn founders(config: &MasterConfig) -> BTreeMap<u64, Member> {
+    config
         .initial_cluster
         .iter()
         .map(|(name, urls)| {
             let member = Member { name: name.clone(), peer_urls: urls.clone(), client_urls: Vec::new() };
             (identity::member_id(urls, &config.token), member)
         })
-        .collect();
-    let ids: Vec<u64> = founders.keys().copied().collect();
-    let id = identity::member_id(&config.advertise_peer_urls, &config.token);
-    let cluster_id = identity::cluster_id(&ids, &config.token);
-    Ok((MemberIdentity { id, name: config.name.clone(), cluster_id }, Some(founders)))
+        .collect()
+}
+
+/// `--force-new-cluster`: rewrites this member's data dir into a one-member cluster (see
+/// `trireme_store::recover`) before the store opens.
+fn force_new_cluster(config: &MasterConfig) -> Result<()> {
+    let Some(me) = MemberIdentity::load(&config.data_dir)? else {
+        bail!("--force-new-cluster: {} is not the data dir of a member that ran before", config.data_dir.display());
+    };
+    let recovered = trireme_store::recover::force_new_cluster(&config.data_dir, me.id, config.me())
+        .with_context(|| format!("--force-new-cluster on {}", config.data_dir.display()))?;
+    tracing::warn!(
+        id = format!("{:x}", me.id),
+        revision = recovered.revision,
+        applied_entries = recovered.applied_entries,
+        old_members = recovered.old_members,
+        "forced a new one-member cluster from this member's data; add members with `trireme member add`, and never start the old members again"
+    );
+    Ok(())
 }
 
 /// Runs a master until SIGTERM or SIGINT.
@@ -442,6 +534,15 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         api_listeners
             .push(TcpListener::bind(addr).await.with_context(|| format!("--listen-api-urls: binding {addr}"))?);
     }
+    if let Some(addr) = config.listen_metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("--listen-metrics-urls: serving metrics on {addr}"))?;
+    }
+    if config.force_new_cluster {
+        force_new_cluster(&config)?;
+    }
     let (me, founders) = resolve_identity(&config).await?;
     let store = Store::open(StoreConfig {
         id: me.id,
@@ -453,6 +554,7 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         snapshot_every_entries: config.snapshot_count,
         max_request_bytes: config.max_request_bytes,
         auto_compaction_retention: config.auto_compaction_retention,
+        peer_source_address: config.peer_source_address,
         ..StoreConfig::default()
     })
     .await
@@ -468,6 +570,9 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     }
     if let Some(founders) = founders {
         store.initialize(founders).await.context("initializing the new cluster")?;
+    }
+    if store.bootstrap().await.context("initializing the restored or recovered cluster")? {
+        tracing::info!("initialized Raft with the membership left by a restore or recovery");
     }
     for listener in client_listeners {
         let etcd = EtcdServer::new(store.clone(), EtcdConfig { quota_bytes: config.quota_bytes });
@@ -489,6 +594,9 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         Ok(())
     });
     tokio::spawn(publish_self(store.clone(), config.me(), shutdown.clone()));
+    if let Some(schedule) = config.snapshots.clone() {
+        tokio::spawn(crate::scheduled::run(store.clone(), schedule, shutdown.clone()));
+    }
     let removed = CancellationToken::new();
     tokio::spawn(watch_removal(store.clone(), removed.clone(), shutdown.clone()));
     tracing::info!(peer = ?config.listen_peer, client = ?config.listen_client, "master serving");

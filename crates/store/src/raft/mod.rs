@@ -6,6 +6,7 @@ pub mod forward;
 mod log_store;
 pub mod mux;
 pub mod network;
+pub mod recover;
 mod server;
 mod snapshot;
 mod state_machine;

@@ -86,9 +86,17 @@ pub enum PeerError {
 #[derive(Clone, Default)]
 pub struct PeerNetwork {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Local address every connection to a peer is made from (`None`: the OS picks).
+    source: Option<std::net::IpAddr>,
 }
 
 impl PeerNetwork {
+    /// A network whose connections to peers come from `source` (multi-homed hosts, firewalls
+    /// that allow peers by address, and the chaos suite's per-link fault proxies).
+    pub fn with_source_address(source: Option<std::net::IpAddr>) -> Self {
+        PeerNetwork { channels: Arc::default(), source }
+    }
+
     /// A client for `member`'s first peer URL; the channel connects on first use.
     pub fn client(&self, member: &Member) -> Result<(String, RaftPeerClient<Channel>), PeerError> {
         let addr = member.peer_urls.first().cloned().unwrap_or_default();
@@ -104,6 +112,7 @@ impl PeerNetwork {
                         })?
                         .connect_timeout(CONNECT_TIMEOUT)
                         .tcp_nodelay(true)
+                        .local_address(self.source)
                         .http2_keep_alive_interval(Duration::from_secs(5))
                         .keep_alive_timeout(Duration::from_secs(5));
                     let ch = endpoint.connect_lazy();

@@ -88,7 +88,7 @@ impl Shared {
     }
 }
 
-fn read_applied(db: &DB) -> io::Result<Option<LogId>> {
+pub(crate) fn read_applied(db: &DB) -> io::Result<Option<LogId>> {
     let cf = db::cf(db, CF_SM_META)?;
     match db.get_pinned_cf(cf, SM_APPLIED).map_err(db::io)? {
         Some(raw) => db::decode(&raw),
@@ -96,7 +96,7 @@ fn read_applied(db: &DB) -> io::Result<Option<LogId>> {
     }
 }
 
-fn read_membership(db: &DB) -> io::Result<StoredMembership> {
+pub(crate) fn read_membership(db: &DB) -> io::Result<StoredMembership> {
     let cf = db::cf(db, CF_SM_META)?;
     match db.get_pinned_cf(cf, SM_MEMBERSHIP).map_err(db::io)? {
         Some(raw) => db::decode(&raw),
@@ -126,7 +126,7 @@ impl StateMachine {
 }
 
 /// What one applied entry produced, handed from the blocking thread back to the async side.
-struct AppliedEntry {
+pub(crate) struct AppliedEntry {
     index: u64,
     response: Response,
     revision_events: Option<(i64, Vec<Event>)>,
@@ -169,7 +169,7 @@ impl Batch {
 /// `WriteBatch` — several when a command must see everything written before it (compaction,
 /// leases, reads of history), which gets a batch of its own. Every member thus reaches the same
 /// state whatever batches openraft hands it.
-fn apply_entries(
+pub(crate) fn apply_entries(
     db: &DB,
     mut counters: Counters,
     mut membership: StoredMembership,

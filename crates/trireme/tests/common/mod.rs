@@ -42,6 +42,7 @@ pub struct Cluster {
     extra: Vec<String>,
 }
 
+pub mod kube;
 pub mod nodes;
 
 #[path = "../../src/ports.rs"]
@@ -83,6 +84,11 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) -> Result<()> {
+        self.spawn_with(i, &[])
+    }
+
+    /// Starts master `i` with `once` added to its flags for this start only.
+    fn spawn_with(&mut self, i: usize, once: &[&str]) -> Result<()> {
         let token = self.token.clone();
         let m = &mut self.masters[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log)?;
@@ -97,6 +103,7 @@ impl Cluster {
             .args(["--initial-cluster-state", m.state])
             .args(["--listen-api-urls", &m.api_url])
             .args(&self.extra)
+            .args(once)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -134,6 +141,21 @@ impl Cluster {
     /// Starts a stopped master again from its data dir.
     pub fn restart(&mut self, i: usize) -> Result<()> {
         self.spawn(i)
+    }
+
+    /// Starts a stopped master again with `once` added to its flags for this start only.
+    pub fn restart_with(&mut self, i: usize, once: &[&str]) -> Result<()> {
+        self.spawn_with(i, once)
+    }
+
+    /// The `--initial-cluster-token` of this cluster.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The `--initial-cluster` the founders were started with.
+    pub fn initial_cluster(&self) -> &str {
+        &self.masters[0].initial_cluster
     }
 
     /// The last lines of master `i`'s log, for failure messages.
@@ -258,6 +280,23 @@ impl Master {
             state: "new",
         })
     }
+}
+
+/// Runs this build's `trireme` (an operator command such as `snapshot` or `member`) with a
+/// deadline.
+pub async fn trireme(args: &[&str]) -> Result<Output> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trireme"));
+    cmd.args(args)
+        .env_remove("TRIREME_ENDPOINTS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().context("running trireme")?;
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .context("trireme timed out")?
+        .map_err(Into::into)
 }
 
 /// Runs the real `etcdctl` (API v3) with a deadline; `stdin` is fed if given.
