@@ -100,6 +100,7 @@ impl Maintenance for Api {
         let mut chunks = archive.stream();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let mut left = total;
             while let Some(chunk) = chunks.recv().await {
                 let msg = match chunk {
@@ -113,6 +114,7 @@ impl Maintenance for Api {
                     return;
                 }
             }
+            tracing::info!(bytes = total, ms = started.elapsed().as_millis() as u64, "snapshot streamed");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

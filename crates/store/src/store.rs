@@ -490,16 +490,24 @@ impl Store {
         let member_id = self.id();
         let cluster_id = self.cluster_id();
         tokio::task::spawn_blocking(move || -> std::io::Result<Archive> {
+            let started = Instant::now();
             let dir = shared.snapshots.scratch("backup");
             rocksdb::checkpoint::Checkpoint::new(&shared.state.get())
                 .and_then(|c| c.create_checkpoint(&dir))
                 .map_err(db::io)?;
+            let checkpointed = started.elapsed();
             let (counters, keys, kv_hash) = {
                 let view = db::open_read_only(&dir, &STATE_CFS)?;
                 let counters = read::counters(&view)?;
                 let (kv_hash, _) = read::hash_kv(&view, counters.revision).map_err(std::io::Error::other)?;
                 (counters, read::key_count(&view)?, kv_hash)
             };
+            tracing::info!(
+                revision = counters.revision,
+                checkpoint_ms = checkpointed.as_millis() as u64,
+                hash_and_count_ms = (started.elapsed() - checkpointed).as_millis() as u64,
+                "backup checkpoint ready"
+            );
             let header = ArchiveHeader {
                 format: backup::FORMAT_VERSION,
                 cluster_id,

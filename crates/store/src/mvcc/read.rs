@@ -126,12 +126,27 @@ pub fn hash_kv(db: &DB, revision: i64) -> Result<(u32, Counters), ReadError> {
     Ok((hasher.finalize(), Counters { revision, compacted: counters.compacted }))
 }
 
-/// Number of live keys.
+/// Number of live keys, counted from `key_index` (a key is live if its newest entry is not a
+/// tombstone), which holds no values: a store of large values is not read to count them.
 pub fn key_count(db: &DB) -> io::Result<u64> {
-    let cf = db::cf(db, CF_KV)?;
+    let cf = db::cf(db, CF_KEY_INDEX)?;
     let mut n = 0;
+    let mut current: Option<(Vec<u8>, bool)> = None;
     for item in db.iterator_cf(cf, IteratorMode::Start) {
-        item.map_err(db::io)?;
+        let (raw, flag) = item.map_err(db::io)?;
+        let escaped = raw.get(..raw.len().saturating_sub(Revision::LEN)).ok_or_else(|| db::corrupt("key index"))?;
+        let tombstone = flag.first() == Some(&1);
+        match current.as_mut() {
+            Some((key, last)) if key.as_slice() == escaped => *last = tombstone,
+            _ => {
+                if current.take().is_some_and(|(_, last)| !last) {
+                    n += 1;
+                }
+                current = Some((escaped.to_vec(), tombstone));
+            }
+        }
+    }
+    if current.is_some_and(|(_, last)| !last) {
         n += 1;
     }
     Ok(n)
