@@ -49,16 +49,21 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         return Ok(code);
     }
     let cli = Cli::parse();
+    // Operator tools print their results on stdout; their logs (a verification's store, say)
+    // are only for when something is wrong.
+    let default_filter = match cli.command {
+        Commands::Snapshot(_) | Commands::Member(_) => "warn,openraft=error",
+        _ => "info,openraft=warn,h2=warn,tonic=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tonic=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         match cli.command {
             Commands::Master(args) => master::run(*args).await,
             Commands::Node(args) => node::run(*args).await,
@@ -66,6 +71,11 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Commands::Snapshot(args) => snapshot::run(args).await,
             Commands::Member(args) => member::run(args).await,
         }
-    })?;
+    });
+    // The error and its causes on one line, never a backtrace: these are messages for people.
+    if let Err(e) = outcome {
+        eprintln!("Error: {e:#}");
+        return Ok(std::process::ExitCode::FAILURE);
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }

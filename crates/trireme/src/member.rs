@@ -94,7 +94,9 @@ async fn resolve(cluster: &mut ClusterClient<Channel>, member: &str) -> Result<u
     }
     match u64::from_str_radix(member, 16) {
         Ok(id) if list.iter().any(|m| m.id == id) => Ok(id),
-        _ => bail!("no member has the name or hex id {member:?} (see `trireme member list`)"),
+        _ => bail!(
+            "no member has the name or hex id {member:?} (see `trireme member list`; a member added with `member add` has a name only once it has started, use its hex id until then)"
+        ),
     }
 }
 
