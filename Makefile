@@ -9,7 +9,7 @@ CARGO ?= cargo
 APT_PACKAGES := libclang-dev etcd-client busybox-static
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build test verify fix run bench doc
+.PHONY: deps build test verify fix run bench doc chaos chaos-long
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -47,3 +47,16 @@ bench: deps
 	@dpkg -s etcd-server >/dev/null 2>&1 || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q etcd-server; }
 	$(CARGO) build --release -p trireme -p trireme-bench
 	$(CARGO_TARGET_DIR)/release/trireme-bench $(BENCH_ARGS)
+
+# The chaos suite (chaos/, docs/chaos.md): real masters and nodes under kills, pauses and
+# partitions, the histories checked afterwards. SEED empty: a random one, printed first.
+SEED ?=
+chaos: DURATION ?= 10m
+chaos: deps
+	$(CARGO) build -p trireme -p trireme-chaos
+	$(CARGO_TARGET_DIR)/debug/trireme-chaos --profile long $(if $(SEED),--seed $(SEED)) --duration $(DURATION)
+
+chaos-long: DURATION ?= 4h
+chaos-long: deps
+	$(CARGO) build -p trireme -p trireme-chaos
+	$(CARGO_TARGET_DIR)/debug/trireme-chaos --profile long $(if $(SEED),--seed $(SEED)) --duration $(DURATION)
