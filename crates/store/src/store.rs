@@ -655,7 +655,13 @@ impl Store {
             };
             let answer = match (leader, member) {
                 (Some(l), _) if l == self.id() => Ok(self.inner.service.lead(req.clone()).await),
-                (Some(_), Some(member)) => self.inner.mux.call(&self.inner.network, &member, &req, remaining).await,
+                (Some(l), Some(member)) => {
+                    // As etcd does: a request in flight to a leader that lost its place (paused,
+                    // cut off, deposed) is given up as soon as another leader is known, instead
+                    // of waiting out the timeout; a write's outcome is then unknown.
+                    let moved = self.leader_moved_from(l);
+                    self.inner.mux.call(&self.inner.network, &member, &req, remaining, moved).await
+                }
                 _ => {
                     last_error = StoreError::NoLeader;
                     tokio::time::sleep(LEADER_RETRY.min(remaining)).await;
@@ -685,6 +691,19 @@ impl Store {
                     tracing::warn!(error = %e, "forwarded write lost its leader; outcome unknown");
                     return Err(StoreError::Timeout);
                 }
+            }
+        }
+    }
+
+    /// Resolves once this member knows of a leader other than `leader`.
+    async fn leader_moved_from(&self, leader: u64) {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if metrics.borrow_watched().current_leader.is_some_and(|l| l != leader) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
             }
         }
     }

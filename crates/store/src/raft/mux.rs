@@ -60,6 +60,7 @@ impl ForwardMux {
         leader: &Member,
         req: &ForwardRequest,
         timeout: Duration,
+        abandon: impl std::future::Future<Output = ()>,
     ) -> Result<ForwardResponse, PeerError> {
         let stream = self.stream(network, leader).await?;
         let addr = leader.peer_urls.first().cloned().unwrap_or_default();
@@ -73,7 +74,14 @@ impl ForwardMux {
             stream.alive.store(false, Ordering::Relaxed);
             return Err(PeerError::NotSent { addr, message: "the stream to the leader closed".into() });
         }
-        match tokio::time::timeout(timeout, rx).await {
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(timeout, rx) => answer,
+            () = abandon => {
+                lock(&stream.waiting).remove(&id);
+                return Err(PeerError::Unreachable { addr, message: "the leader changed while the request was in flight".into() });
+            }
+        };
+        match answer {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(PeerError::Unreachable { addr, message: "the stream to the leader broke".into() }),
             Err(_) => {
