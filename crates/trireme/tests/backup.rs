@@ -288,6 +288,16 @@ async fn keys_on(url: &str, prefix: &str) -> Result<BTreeSet<String>> {
     Ok(out.lines().filter(|l| !l.is_empty()).map(String::from).collect())
 }
 
+/// The `--initial-cluster` value in what `trireme member add` printed.
+fn initial_cluster_of(added: &str) -> Result<String> {
+    added
+        .split_whitespace()
+        .skip_while(|w| *w != "--initial-cluster")
+        .nth(1)
+        .map(String::from)
+        .with_context(|| format!("no --initial-cluster in {added}"))
+}
+
 fn member_output(out: &str) -> Result<Value> {
     serde_json::from_str(out).with_context(|| format!("member list -w json: {out}"))
 }
@@ -314,12 +324,7 @@ async fn a_dead_master_is_replaced_by_a_learner_while_writes_go_on() -> Result<(
     let peer_url = format!("http://127.0.0.1:{}", common::free_port()?);
     let added =
         ok(trireme(&["member", "add", "m4", "--peer-urls", &peer_url, "--learner", "--endpoints", &endpoints]).await?)?;
-    let initial = added
-        .split_whitespace()
-        .skip_while(|w| *w != "--initial-cluster")
-        .nth(1)
-        .with_context(|| format!("no --initial-cluster in {added}"))?
-        .to_string();
+    let initial = initial_cluster_of(&added)?;
     ensure!(initial.contains(&format!("m4={peer_url}")) && !initial.contains(&dead_name), "{initial}");
     let m4 = cluster.join("m4", &peer_url, &initial)?;
     let promoted = ok(trireme(&["member", "promote", "m4", "--wait", "60s", "--endpoints", &endpoints]).await?)?;
@@ -392,12 +397,7 @@ async fn a_survivor_of_quorum_loss_becomes_a_new_cluster_with_all_its_data() -> 
         let peer_url = format!("http://127.0.0.1:{}", common::free_port()?);
         let added =
             ok(trireme(&["member", "add", name, "--peer-urls", &peer_url, "--learner", "--endpoints", &m1]).await?)?;
-        let initial = added
-            .split_whitespace()
-            .skip_while(|w| *w != "--initial-cluster")
-            .nth(1)
-            .with_context(|| format!("no --initial-cluster in {added}"))?
-            .to_string();
+        let initial = initial_cluster_of(&added)?;
         let i = cluster.join(name, &peer_url, &initial)?;
         ok(trireme(&["member", "promote", name, "--wait", "60s", "--endpoints", &m1]).await?)?;
         let url = cluster.masters[i].client_url.clone();

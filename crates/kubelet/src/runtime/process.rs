@@ -59,6 +59,7 @@ use self::cgroup::Cgroups;
 use self::config::PodCidr;
 pub use self::config::ProcessConfig;
 use self::image::DEFAULT_PATH;
+pub use self::state::kill_recorded_under;
 use self::state::{
     CONFIG_FILE, ContainerConfig, LOG_FILE, PodRecord, STATE_FILE, SandboxRecord, ShimState, observe, read_json,
     write_json,

@@ -9,9 +9,6 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use anyhow::Result;
-use nix::sys::signal::Signal;
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::process::Command;
 
@@ -165,33 +162,7 @@ impl Drop for Nodes {
     }
 }
 
-/// SIGKILLs the process group and shim of every `state.json` below `root`.
+/// SIGKILLs every container process node agents recorded below `root`.
 pub fn kill_containers_under(root: &std::path::Path) {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.file_name().is_some_and(|n| n == "state.json") {
-                let Ok(text) = std::fs::read_to_string(&path) else { continue };
-                let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-                // Only processes that are still the ones recorded (pids get reused).
-                for (pid_key, start_key, group) in [("pid", "pid_start", true), ("shim_pid", "shim_start", false)] {
-                    let Some(pid) = state[pid_key].as_i64().and_then(|p| i32::try_from(p).ok()) else { continue };
-                    if state[start_key].as_u64().is_some_and(|start| start_ticks(pid) == Some(start)) {
-                        let _ = kill(Pid::from_raw(if group { -pid } else { pid }), Signal::SIGKILL);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A process's start time in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
-fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    trireme_kubelet::runtime::process::kill_recorded_under(root);
 }

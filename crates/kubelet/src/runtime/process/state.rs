@@ -104,6 +104,31 @@ impl ShimState {
     }
 }
 
+/// SIGKILLs the process group and the shim of every container recorded below `root` (a node's
+/// root dir), if they are still the recorded processes: what a machine failure does to them.
+/// Containers outlive their node agent on purpose; tests and the chaos suite use this to leave
+/// nothing running.
+pub fn kill_recorded_under(root: &Path) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "state.json") {
+                let Ok(Some(state)) = read_json::<ShimState>(&path) else { continue };
+                if let Some(group) = state.live_group() {
+                    let _ = killpg(group, Signal::SIGKILL);
+                }
+                if let Some(shim) = state.shim_pid.filter(|&pid| is_alive(pid, state.shim_start)) {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(shim), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
 /// Kubernetes' reason for an exit code (the OOM case is decided by the shim).
 pub(crate) fn reason_for(exit_code: i32) -> &'static str {
     if exit_code == 0 { "Completed" } else { "Error" }
