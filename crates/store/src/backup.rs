@@ -219,7 +219,6 @@ pub fn read_archive(
     progress: &dyn Fn(u64),
 ) -> Result<CheckedArchive, ArchiveError> {
     use std::io::Read;
-    use std::io::Write;
     let file = std::fs::File::open(path)?;
     let size = file.metadata()?.len();
     let mut hashed = HashingReader { inner: io::BufReader::with_capacity(CHUNK, file), hash: Sha256::new() };
@@ -229,26 +228,35 @@ pub fn read_archive(
         return Err(ArchiveError::WrongSize { expected, actual: size });
     }
     progress(head_len);
-    let mut buf = vec![0u8; CHUNK];
-    for f in &header.files {
-        let mut out = match extract_to {
-            Some(dir) => Some(io::BufWriter::with_capacity(CHUNK, std::fs::File::create(dir.join(&f.name))?)),
-            None => None,
-        };
-        let mut left = f.size;
-        while left > 0 {
-            let n = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
-            hashed.read_exact(&mut buf[..n])?;
-            if let Some(out) = out.as_mut() {
-                out.write_all(&buf[..n])?;
+    // Reading and hashing here, writing and fsyncing on a thread of its own: the two overlap.
+    let writer = extract_to.map(|dir| spawn_extractor(dir.to_path_buf()));
+    let copied = (|| -> Result<(), ArchiveError> {
+        for f in &header.files {
+            if let Some((tx, _)) = &writer {
+                tx.send(Extract::Open(f.name.clone())).map_err(|_| extractor_gone())?;
             }
-            left -= n as u64;
-            progress(n as u64);
+            let mut left = f.size;
+            while left > 0 {
+                let n = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
+                let mut buf = vec![0u8; n];
+                hashed.read_exact(&mut buf)?;
+                if let Some((tx, _)) = &writer {
+                    tx.send(Extract::Data(buf)).map_err(|_| extractor_gone())?;
+                }
+                left -= n as u64;
+                progress(n as u64);
+            }
         }
-        if let Some(out) = out {
-            out.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all()?;
-        }
+        Ok(())
+    })();
+    if let Some((tx, handle)) = writer {
+        drop(tx);
+        let written = handle.join().map_err(|_| io::Error::other("the extracting thread panicked"))?;
+        // A write error explains a closed channel better than the send that noticed it.
+        written?;
     }
+    copied?;
+    let mut buf = vec![0u8; 512];
     let body = head_len + header.files.iter().map(|f| f.size).sum::<u64>();
     let padding = usize::try_from(body.div_ceil(512) * 512 - body).unwrap_or(0);
     hashed.read_exact(&mut buf[..padding])?;
@@ -264,6 +272,44 @@ pub fn read_archive(
         crate::db::sync_dir(dir)?;
     }
     Ok(CheckedArchive { header, size, sha256: recorded })
+}
+
+/// What the extracting thread is told: start a file, append to it.
+enum Extract {
+    Open(String),
+    Data(Vec<u8>),
+}
+
+fn extractor_gone() -> ArchiveError {
+    io::Error::other("the extracting thread stopped").into()
+}
+
+/// A thread writing extracted files into `dir`, each fsync'd once complete.
+fn spawn_extractor(dir: PathBuf) -> (std::sync::mpsc::SyncSender<Extract>, std::thread::JoinHandle<io::Result<()>>) {
+    use std::io::Write;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Extract>(8);
+    let handle = std::thread::spawn(move || -> io::Result<()> {
+        let finish = |out: Option<io::BufWriter<std::fs::File>>| -> io::Result<()> {
+            match out {
+                Some(out) => out.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all(),
+                None => Ok(()),
+            }
+        };
+        let mut out: Option<io::BufWriter<std::fs::File>> = None;
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                Extract::Open(name) => {
+                    finish(out.take())?;
+                    out = Some(io::BufWriter::with_capacity(CHUNK, std::fs::File::create(dir.join(name))?));
+                }
+                Extract::Data(bytes) => {
+                    out.as_mut().ok_or_else(|| io::Error::other("data before a file"))?.write_all(&bytes)?;
+                }
+            }
+        }
+        finish(out)
+    });
+    (tx, handle)
 }
 
 /// Hashes what passes through.
