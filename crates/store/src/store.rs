@@ -114,6 +114,9 @@ struct Inner {
     service: PeerService,
     /// `Some(term)` while this member leads, with the term it was elected in.
     leadership: watch::Sender<Option<u64>>,
+    /// The leader this member knows of, published only when it changes (openraft's metrics
+    /// change on every append and apply).
+    known_leader: watch::Sender<Option<u64>>,
     shutdown: CancellationToken,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -164,6 +167,7 @@ impl Store {
                 mux: ForwardMux::default(),
                 service,
                 leadership: watch::Sender::new(None),
+                known_leader: watch::Sender::new(None),
                 shutdown: CancellationToken::new(),
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
@@ -697,14 +701,9 @@ impl Store {
 
     /// Resolves once this member knows of a leader other than `leader`.
     async fn leader_moved_from(&self, leader: u64) {
-        let mut metrics = self.inner.raft.metrics();
-        loop {
-            if metrics.borrow_watched().current_leader.is_some_and(|l| l != leader) {
-                return;
-            }
-            if metrics.changed().await.is_err() {
-                return std::future::pending().await;
-            }
+        let mut known = self.inner.known_leader.subscribe();
+        if known.wait_for(|l| l.is_some_and(|l| l != leader)).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -725,10 +724,11 @@ impl Store {
         let mut metrics = self.inner.raft.metrics();
         let mut leading: Option<u64> = None;
         loop {
-            let now_leading = {
+            let (now_leading, leader) = {
                 let m = metrics.borrow_and_update();
-                (m.state == ServerState::Leader).then_some(m.current_term)
+                ((m.state == ServerState::Leader).then_some(m.current_term), m.current_leader)
             };
+            self.inner.known_leader.send_if_modified(|known| std::mem::replace(known, leader) != leader);
             if now_leading != leading {
                 leading = now_leading;
                 match leading {

@@ -19,7 +19,6 @@ use indicatif::ProgressStyle;
 use serde::Serialize;
 use trireme_proto::etcdserverpb as pb;
 use trireme_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use trireme_store::backup::CheckedArchive;
 use trireme_store::backup::read_archive;
 use trireme_store::restore;
 use trireme_store::restore::RestoreOptions;
@@ -178,16 +177,9 @@ struct StatusReport {
     format: u32,
 }
 
-fn checked(file: &Path, extract_to: Option<&Path>, check_hash: bool, bar: bool) -> Result<CheckedArchive> {
-    let size = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
-    let bar = if bar { bytes_bar(size) } else { ProgressBar::hidden() };
-    let result = read_archive(file, extract_to, check_hash, &|n| bar.inc(n));
-    bar.finish_and_clear();
-    result.with_context(|| format!("{} cannot be used", file.display()))
-}
-
 fn status(args: &StatusArgs) -> Result<()> {
-    let archive = checked(&args.file, None, true, false)?;
+    let archive = read_archive(&args.file, None, true, &|_| {})
+        .with_context(|| format!("{} cannot be used", args.file.display()))?;
     let h = &archive.header;
     let report = StatusReport {
         file: args.file.display().to_string(),
@@ -291,8 +283,7 @@ async fn restore_cmd(args: RestoreArgs) -> Result<()> {
 }
 
 async fn verify(args: VerifyArgs) -> Result<()> {
-    // Integrity first, with a progress bar; the verification restores it again.
-    let archive = checked(&args.file, None, true, true)?;
+    // One pass: the restore checks the file's SHA-256 as it unpacks it.
     let scratch_parent = match &args.scratch_dir {
         Some(dir) => dir.clone(),
         None => args
@@ -308,6 +299,7 @@ async fn verify(args: VerifyArgs) -> Result<()> {
         .await
         .with_context(|| format!("verifying {}", args.file.display()))?;
     let took = started.elapsed();
+    let archive = &verified.archive;
     let recorded = verified.recorded_kv_hash.map_or("none recorded (format 1)".to_string(), |h| h.to_string());
     println!(
         "restored revision {}: {} keys (saved: {}), key-space hash {} (saved: {recorded}) in {:.1}s",
