@@ -9,7 +9,8 @@
 //! - [`schema`]: every column family and key encoding;
 //! - `mvcc`: applying commands and reading state, free of Raft;
 //! - `raft`: openraft storage, state machine, snapshots and the peer network;
-//! - [`watch`]: the watch hub; [`lease`]: lease clocks.
+//! - [`watch`]: the watch hub; [`lease`]: lease clocks;
+//! - [`membership`]: a member publishing itself and noticing its removal.
 //!
 //! This crate knows nothing of etcd's wire protocol or of Kubernetes; those edges depend on it.
 
@@ -19,6 +20,7 @@ mod db;
 mod error;
 pub mod identity;
 pub mod lease;
+pub mod membership;
 mod mvcc;
 mod raft;
 pub mod restore;

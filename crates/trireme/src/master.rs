@@ -12,8 +12,6 @@ use clap::Args;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use trireme_api::registry::Registry;
-use trireme_api::registry::RegistryConfig;
 use trireme_apiserver::ApiConfig;
 use trireme_apiserver::ApiServer;
 use trireme_apiserver::kubeconfig::admin_kubeconfig;
@@ -21,10 +19,13 @@ use trireme_controllers::ControlPlane;
 use trireme_controllers::ControlPlaneConfig;
 use trireme_etcd::EtcdConfig;
 use trireme_etcd::EtcdServer;
+use trireme_registry::Registry;
+use trireme_registry::RegistryConfig;
 use trireme_store::Store;
 use trireme_store::StoreConfig;
 use trireme_store::identity;
 use trireme_store::identity::MemberIdentity;
+use trireme_store::membership;
 use trireme_store::types::Member;
 
 /// Flags of `trireme master`; names follow etcd's. Every flag can also come from
@@ -593,19 +594,18 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         control_plane.run(stop).await;
         Ok(())
     });
-    tokio::spawn(publish_self(store.clone(), config.me(), shutdown.clone()));
+    tokio::spawn(membership::publish_self(store.clone(), config.me(), shutdown.clone()));
     if let Some(schedule) = config.snapshots.clone() {
         tokio::spawn(crate::scheduled::run(store.clone(), schedule, shutdown.clone()));
     }
-    let removed = CancellationToken::new();
-    tokio::spawn(watch_removal(store.clone(), removed.clone(), shutdown.clone()));
+    let removed = tokio::spawn(membership::watch_removal(store.clone(), shutdown.clone()));
     tracing::info!(peer = ?config.listen_peer, client = ?config.listen_client, "master serving");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let outcome = tokio::select! {
         _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
         _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
-        () = removed.cancelled() => Err(anyhow::anyhow!("this member was removed from the cluster; its data dir is no longer usable")),
+        Ok(true) = removed => Err(anyhow::anyhow!("this member was removed from the cluster; its data dir is no longer usable")),
         Some(ended) = servers.join_next() => match ended {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e),
@@ -677,57 +677,6 @@ fn write_private(path: &std::path::Path, contents: &[u8]) -> Result<()> {
     file.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
-}
-
-/// Ends the master once a leader's membership, at least as new as its own, no longer lists it,
-/// as etcd does. A removed
-/// member stops receiving the log before it could apply its own removal, so it asks its peers.
-async fn watch_removal(store: Store, removed: CancellationToken, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = shutdown.cancelled() => return,
-        }
-        let members = store.members();
-        if !members.iter().any(|m| m.id == store.id()) {
-            continue;
-        }
-        let peers: Vec<String> =
-            members.iter().filter(|m| m.id != store.id()).filter_map(|m| m.member.peer_urls.first().cloned()).collect();
-        for peer in peers {
-            let Ok(found) = Store::discover(&peer, Duration::from_secs(1)).await else { continue };
-            // A leader with an older membership (cut off since) may not know this member yet.
-            let newer = found.membership_index >= store.membership_index();
-            if found.from_leader && newer && !found.members.iter().any(|m| m.id == store.id()) {
-                tracing::error!(leader = %peer, "this member was removed from the cluster; stopping");
-                removed.cancel();
-                return;
-            }
-        }
-    }
-}
-
-/// Makes the membership show this member's name and client URLs (a member added with
-/// `member add` is known by its peer URLs only until it starts).
-async fn publish_self(store: Store, me: Member, shutdown: CancellationToken) {
-    loop {
-        let known = store.members().into_iter().find(|m| m.id == store.id());
-        match known {
-            Some(m) if m.member == me => return,
-            Some(_) => match store.update_member(store.id(), me.clone()).await {
-                Ok(()) => tracing::info!("published name and client URLs"),
-                Err(e) => tracing::debug!(error = %e, "publishing member attributes; will retry"),
-            },
-            None => {}
-        }
-        // Jittered, so that members starting together do not keep colliding on the one
-        // membership change Raft allows at a time.
-        let pause = Duration::from_millis(200 + u64::from(std::process::id() % 400));
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = shutdown.cancelled() => return,
-        }
-    }
 }
 
 #[cfg(test)]
