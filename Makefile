@@ -21,14 +21,15 @@ deps:
 build: deps
 	$(CARGO) build --workspace --all-targets
 
+# Style is part of every test run (CI runs `make test`): formatting and clippy first, then every
+# test. `make verify` adds the docs.
 test: deps
-	$(CARGO) test --workspace --no-fail-fast
-
-verify: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 	$(CARGO) test --workspace --no-fail-fast
+
+verify: test
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 fix: deps
 	$(CARGO) fmt --all
