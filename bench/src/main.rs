@@ -93,11 +93,8 @@ struct Cluster {
     dir: tempfile::TempDir,
 }
 
-#[path = "../../crates/trireme/src/ports.rs"]
-mod ports;
-
 fn free_port() -> Result<u16> {
-    Ok(ports::reserve()?)
+    Ok(trireme_testkit::ports::reserve()?)
 }
 
 impl Cluster {

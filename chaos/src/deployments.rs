@@ -115,8 +115,8 @@ fn service(p: &Planned) -> Result<Service> {
 /// One client over every master: requests go to the current master and move on when it does
 /// not answer (the node agent's own client).
 pub async fn client(kubeconfig: &std::path::Path, api_urls: &[String]) -> Result<kube::Client> {
-    let configs = trireme_kubelet::client::configs_from_kubeconfig(kubeconfig, api_urls).await?;
-    Ok(trireme_kubelet::client::failover_client(configs)?)
+    let configs = trireme_client::configs_from_kubeconfig(kubeconfig, api_urls).await?;
+    Ok(trireme_client::failover_client(configs)?)
 }
 
 /// Calls `f` until it succeeds or `within` has passed; `409 AlreadyExists` counts as success

@@ -36,5 +36,4 @@ pub mod watchers;
 
 /// Loopback ports below the ephemeral range for the processes the suite starts (the same
 /// allocator the `trireme up` command and the tests use).
-#[path = "../../crates/trireme/src/ports.rs"]
-pub(crate) mod ports;
+pub(crate) use trireme_testkit::ports;

@@ -1,11 +1,10 @@
 //! Discovery: `/version`, the aggregated (v2) and legacy discovery documents, all built from
-//! the one resource table in `trireme_api::resource`.
+//! the one resource table in `trireme_model::resource`.
 
 use serde_json::Value;
 use serde_json::json;
-use trireme_api::resource::GROUPS;
-use trireme_api::resource::RESOURCES;
-use trireme_api::resource::ResourceType;
+use trireme_model::resource;
+use trireme_model::resource::ResourceType;
 
 /// The Kubernetes minor version Trireme serves: it matches the k8s-openapi feature
 /// (`v1_33`) the object model is built with, and makes the kubectl dispatcher pick its
@@ -74,13 +73,12 @@ fn subresource(rt: &ResourceType, sub: &str) -> (&'static str, &'static str, &'s
 /// `GET /api` and `GET /apis` with `Accept: …as=APIGroupDiscoveryList`: every group of `legacy`
 /// (core) or of the named groups.
 pub fn aggregated(legacy: bool) -> Value {
-    let items: Vec<Value> = GROUPS
-        .iter()
+    let items: Vec<Value> = resource::groups()
+        .into_iter()
         .filter(|(group, _)| group.is_empty() == legacy)
         .map(|(group, version)| {
-            let resources: Vec<Value> = RESOURCES
-                .iter()
-                .filter(|r| r.group == *group && r.version == *version)
+            let resources: Vec<Value> = resource::all()
+                .filter(|r| r.group == group && r.version == version)
                 .map(|r| {
                     let subresources: Vec<Value> = r
                         .subresources
@@ -130,9 +128,9 @@ pub fn api_versions() -> Value {
 
 /// `GET /apis` (legacy).
 pub fn api_groups() -> Value {
-    let groups: Vec<Value> = GROUPS
-        .iter()
-        .chain(std::iter::once(&AUTHORIZATION))
+    let groups: Vec<Value> = resource::groups()
+        .into_iter()
+        .chain(std::iter::once(AUTHORIZATION))
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, v)| group(g, v))
         .collect();
@@ -141,12 +139,14 @@ pub fn api_groups() -> Value {
 
 /// `GET /apis/<group>` (legacy), if the group is served.
 pub fn api_group(name: &str) -> Option<Value> {
-    GROUPS.iter().chain(std::iter::once(&AUTHORIZATION)).find(|(g, _)| *g == name && !g.is_empty()).map(|(g, v)| {
-        let mut doc = group(g, v);
-        doc["kind"] = json!("APIGroup");
-        doc["apiVersion"] = json!("v1");
-        doc
-    })
+    resource::groups().into_iter().chain(std::iter::once(AUTHORIZATION)).find(|(g, _)| *g == name && !g.is_empty()).map(
+        |(g, v)| {
+            let mut doc = group(g, v);
+            doc["kind"] = json!("APIGroup");
+            doc["apiVersion"] = json!("v1");
+            doc
+        },
+    )
 }
 
 fn group(name: &str, version: &str) -> Value {
@@ -163,11 +163,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
         );
     }
-    if !GROUPS.contains(&(group, version)) {
+    if !resource::groups().contains(&(group, version)) {
         return None;
     }
     let mut resources = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in resource::all().filter(|r| r.group == group && r.version == version) {
         resources.push(json!({
             "name": r.plural,
             "singularName": r.singular,

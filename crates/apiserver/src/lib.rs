@@ -4,7 +4,7 @@
 //! ([`pki`]), and [`ApiServer::serve`] answers the real kubectl: discovery ([`discovery`]),
 //! a minimal OpenAPI v3 ([`openapi`]), CRUD, list, watch, patch and subresources ([`rest`],
 //! [`watch`]), Tables ([`tables`]) and Status errors ([`status`]). Every object access goes
-//! through `trireme_api::registry`; this crate holds HTTP, TLS and authentication only.
+//! through `trireme_registry`; this crate holds HTTP, TLS and authentication only.
 
 pub mod discovery;
 pub mod kubeconfig;
@@ -43,8 +43,8 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use trireme_api::registry::Registry;
-use trireme_api::registry::RegistryConfig;
+use trireme_registry::Registry;
+use trireme_registry::RegistryConfig;
 use trireme_store::Store;
 
 pub use crate::pki::ClusterCredentials;
@@ -203,8 +203,8 @@ async fn service_account_is_current(state: &ApiState, token: &str) -> bool {
     )
     .unwrap_or(i64::MAX);
     let Ok(account) = state.tokens.verify(token, now) else { return false };
-    let Some(rt) = trireme_api::resource::find("", "v1", "serviceaccounts") else { return false };
-    let read = trireme_api::version::ReadAt::Any;
+    let Some(rt) = trireme_model::resource::find("", "v1", "serviceaccounts") else { return false };
+    let read = trireme_model::version::ReadAt::Any;
     match state.registry.get(rt, Some(&account.namespace), &account.name, read).await {
         Ok(sa) => sa.pointer("/metadata/uid").and_then(serde_json::Value::as_str) == Some(account.uid.as_str()),
         Err(_) => false,
@@ -212,7 +212,7 @@ async fn service_account_is_current(state: &ApiState, token: &str) -> bool {
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
@@ -220,11 +220,9 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), store.read_barrier()).await {
         Ok(Ok(())) => "ok".into_response(),
         Ok(Err(e)) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("[-]etcd failed: {e}\nreadyz check failed\n")).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, format!("[-]etcd failed: {e}\nreadyz check failed\n")).into_response()
         }
-        Err(_) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "[-]etcd failed: timed out\nreadyz check failed\n").into_response()
-        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "[-]etcd failed: timed out\nreadyz check failed\n").into_response(),
     }
 }
 

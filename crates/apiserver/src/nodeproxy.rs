@@ -29,9 +29,9 @@ use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::pki_types::ServerName;
 use rustls::pki_types::UnixTime;
 use serde_json::Value;
-use trireme_api::registry::Registry;
-use trireme_api::resource;
-use trireme_api::version::ReadAt;
+use trireme_model::resource;
+use trireme_model::version::ReadAt;
+use trireme_registry::Registry;
 
 use crate::pki::ClusterCredentials;
 use crate::pki::PkiError;

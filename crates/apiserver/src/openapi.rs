@@ -5,8 +5,7 @@
 
 use serde_json::Value;
 use serde_json::json;
-use trireme_api::resource::GROUPS;
-use trireme_api::resource::RESOURCES;
+use trireme_model::resource;
 
 /// A stable hash of the documents, so kubectl's cache invalidates when Trireme changes.
 const HASH: &str = concat!("trireme-", env!("CARGO_PKG_VERSION"));
@@ -17,8 +16,8 @@ fn path_of(group: &str, version: &str) -> String {
 
 /// `GET /openapi/v3`.
 pub fn root() -> Value {
-    let paths: serde_json::Map<String, Value> = GROUPS
-        .iter()
+    let paths: serde_json::Map<String, Value> = resource::groups()
+        .into_iter()
         .map(|(g, v)| {
             let p = path_of(g, v);
             (p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={HASH}")}))
@@ -29,9 +28,9 @@ pub fn root() -> Value {
 
 /// `GET /openapi/v3/<api/v1 | apis/group/version>`, if served.
 pub fn group_version(path: &str) -> Option<Value> {
-    let (group, version) = GROUPS.iter().find(|(g, v)| path_of(g, v) == path)?;
+    let (group, version) = resource::groups().into_iter().find(|(g, v)| path_of(g, v) == path)?;
     let mut paths = serde_json::Map::new();
-    for r in RESOURCES.iter().filter(|r| r.group == *group && r.version == *version) {
+    for r in resource::all().filter(|r| r.group == group && r.version == version) {
         let params: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation", "force"]
             .iter()
             .map(|name| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}}))
@@ -63,7 +62,7 @@ mod tests {
     #[test]
     fn every_group_version_has_a_document_with_patch_operations() {
         let root = root();
-        for (g, v) in GROUPS {
+        for (g, v) in resource::groups() {
             let p = path_of(g, v);
             assert!(root["paths"][&p]["serverRelativeURL"].as_str().is_some_and(|u| u.starts_with("/openapi/v3/")));
             let doc = group_version(&p).expect("document");

@@ -15,18 +15,18 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 use serde_json::Value;
 use serde_json::json;
-use trireme_api::patch;
-use trireme_api::registry::DeleteOptions;
-use trireme_api::registry::ListOptions;
-use trireme_api::registry::RegistryError;
-use trireme_api::registry::Scope;
-use trireme_api::registry::WatchOptions;
-use trireme_api::registry::WriteOptions;
-use trireme_api::resource;
-use trireme_api::resource::ResourceType;
-use trireme_api::selector::FieldSelector;
-use trireme_api::selector::LabelSelector;
-use trireme_api::version;
+use trireme_model::patch;
+use trireme_model::resource;
+use trireme_model::resource::ResourceType;
+use trireme_model::selector::FieldSelector;
+use trireme_model::selector::LabelSelector;
+use trireme_model::version;
+use trireme_registry::DeleteOptions;
+use trireme_registry::ListOptions;
+use trireme_registry::RegistryError;
+use trireme_registry::Scope;
+use trireme_registry::WatchOptions;
+use trireme_registry::WriteOptions;
 
 use crate::ApiState;
 use crate::discovery;
@@ -248,7 +248,7 @@ impl Call {
     async fn get(self) -> Result<Response, Failure> {
         let object = self.state.registry.get(self.rt(), self.ns(), self.name(), self.read_at()?).await?;
         if self.wants_table() {
-            let rv = trireme_api::registry::object_revision(&object);
+            let rv = trireme_registry::object_revision(&object);
             return Ok(json_response(StatusCode::OK, &tables::table(self.rt(), &[object], rv, None)));
         }
         Ok(json_response(StatusCode::OK, &object))
@@ -464,7 +464,7 @@ impl Call {
                         return Err(RegistryError::Invalid {
                             kind: "Scale.autoscaling".into(),
                             name: self.name().into(),
-                            causes: vec![trireme_api::field::FieldError::invalid(
+                            causes: vec![trireme_model::field::FieldError::invalid(
                                 "spec.replicas",
                                 replicas,
                                 "must be greater than or equal to 0",
@@ -492,7 +492,7 @@ impl Call {
             return Err(RegistryError::Invalid {
                 kind: "Binding".into(),
                 name: self.name().into(),
-                causes: vec![trireme_api::field::FieldError::required("target.name")],
+                causes: vec![trireme_model::field::FieldError::required("target.name")],
             }
             .into());
         }
@@ -532,7 +532,7 @@ impl Call {
         let body = json!({
             "kind": "TokenRequest",
             "apiVersion": "authentication.k8s.io/v1",
-            "metadata": {"name": self.name(), "namespace": self.ns(), "creationTimestamp": trireme_api::registry::now()},
+            "metadata": {"name": self.name(), "namespace": self.ns(), "creationTimestamp": trireme_registry::now()},
             "spec": {"audiences": if audiences.is_empty() { vec![crate::tokens::ISSUER.to_string()] } else { audiences }, "expirationSeconds": seconds},
             "status": {"token": token, "expirationTimestamp": expires},
         });
@@ -664,11 +664,14 @@ fn success_status() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
 }
 
-/// The `autoscaling/v1` Scale of a deployment or replica set.
+/// The `autoscaling/v1` Scale of a deployment, replica set or replication controller (whose
+/// selector is a plain label map rather than a `LabelSelector`).
 fn scale_of(object: &Value) -> Value {
     let meta = &object["metadata"];
-    let selector = object
-        .pointer("/spec/selector/matchLabels")
+    let selector = object.pointer("/spec/selector");
+    let selector = selector
+        .and_then(|s| s.get("matchLabels"))
+        .or_else(|| selector.filter(|s| s.as_object().is_some_and(|m| m.values().all(Value::is_string))))
         .and_then(Value::as_object)
         .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
         .unwrap_or_default();
@@ -737,5 +740,7 @@ mod tests {
         assert_eq!(scale["spec"]["replicas"], 3);
         assert_eq!(scale["status"]["selector"], "app=web");
         assert_eq!(scale["metadata"]["resourceVersion"], "7");
+        let rc = json!({"metadata": {"name": "web"}, "spec": {"replicas": 2, "selector": {"app": "web"}}});
+        assert_eq!(scale_of(&rc)["status"]["selector"], "app=web");
     }
 }

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 use serde_json::Value;
 use serde_json::json;
-use trireme_api::registry::RegistryError;
+use trireme_registry::RegistryError;
 use trireme_store::StoreError;
 
 /// A failed request: HTTP code, Kubernetes reason, message and details.
@@ -154,7 +154,22 @@ fn store_failure(e: &StoreError) -> Failure {
         StoreError::Compacted { .. } => (StatusCode::GONE, "Expired"),
         StoreError::RequestTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
         StoreError::Fenced { .. } => (StatusCode::CONFLICT, "Conflict"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+        // The registry checks revisions and request shapes before the store sees them, and uses
+        // neither leases nor membership: any of these reaching a client is a server bug, and
+        // local storage or Raft failing is the server's too.
+        StoreError::FutureRevision { .. }
+        | StoreError::InvalidArgument(_)
+        | StoreError::KeyNotFound
+        | StoreError::LeaseNotFound
+        | StoreError::LeaseExists
+        | StoreError::LeaseTtlTooLarge
+        | StoreError::DuplicateKey
+        | StoreError::TooManyOps
+        | StoreError::MemberNotFound
+        | StoreError::MemberExists
+        | StoreError::InvalidMembership(_)
+        | StoreError::Io(_)
+        | StoreError::Raft(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
     };
     let details = matches!(code, StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT)
         .then(|| json!({"retryAfterSeconds": 1}));
@@ -177,7 +192,7 @@ mod tests {
 
     #[test]
     fn invalid_carries_causes_and_the_group() {
-        let causes = vec![trireme_api::field::FieldError::required("spec.template.spec.containers[0].image")];
+        let causes = vec![trireme_model::field::FieldError::required("spec.template.spec.containers[0].image")];
         let f = Failure::from(RegistryError::Invalid { kind: "Deployment.apps".into(), name: "web".into(), causes });
         let body = f.body();
         assert_eq!(body["code"], 422);

@@ -17,10 +17,10 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use trireme_api::registry::ChangeType;
-use trireme_api::registry::ObjectWatch;
-use trireme_api::registry::RegistryError;
-use trireme_api::resource::ResourceType;
+use trireme_model::resource::ResourceType;
+use trireme_registry::ChangeType;
+use trireme_registry::ObjectWatch;
+use trireme_registry::RegistryError;
 
 use crate::status::Failure;
 use crate::tables;

@@ -25,21 +25,21 @@ use serde_json::json;
 use sha2::Digest;
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
-use trireme_api::informer::Action;
-use trireme_api::informer::Event;
-use trireme_api::informer::ObjectKey;
-use trireme_api::informer::WorkQueue;
-use trireme_api::informer::run_workers;
-use trireme_api::registry::ChangeType;
-use trireme_api::registry::DeleteOptions;
-use trireme_api::registry::Preconditions;
-use trireme_api::registry::RegistryError;
-use trireme_api::registry::Scope;
-use trireme_api::registry::WriteOptions;
-use trireme_api::registry::labels_of;
-use trireme_api::registry::object_name;
-use trireme_api::resource;
-use trireme_api::resource::ResourceType;
+use trireme_model::resource;
+use trireme_model::resource::ResourceType;
+use trireme_registry::ChangeType;
+use trireme_registry::DeleteOptions;
+use trireme_registry::Preconditions;
+use trireme_registry::RegistryError;
+use trireme_registry::Scope;
+use trireme_registry::WriteOptions;
+use trireme_registry::informer::Action;
+use trireme_registry::informer::Event;
+use trireme_registry::informer::ObjectKey;
+use trireme_registry::informer::WorkQueue;
+use trireme_registry::informer::run_workers;
+use trireme_registry::labels_of;
+use trireme_registry::object_name;
 
 use crate::Context;
 
@@ -786,7 +786,7 @@ async fn update_slice(
 
 #[cfg(test)]
 mod tests {
-    use trireme_api::kinds;
+    use trireme_model::kinds;
 
     use super::*;
 

@@ -19,18 +19,18 @@ use std::time::Duration;
 use serde_json::Value;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use trireme_api::informer::Action;
-use trireme_api::informer::Informer;
-use trireme_api::informer::ObjectKey;
-use trireme_api::informer::WorkQueue;
-use trireme_api::informer::run_workers;
-use trireme_api::registry::DeleteOptions;
-use trireme_api::registry::RegistryError;
-use trireme_api::registry::Scope;
-use trireme_api::registry::WriteOptions;
-use trireme_api::resource;
-use trireme_api::resource::ResourceType;
-use trireme_api::version::ReadAt;
+use trireme_model::resource;
+use trireme_model::resource::ResourceType;
+use trireme_model::version::ReadAt;
+use trireme_registry::DeleteOptions;
+use trireme_registry::RegistryError;
+use trireme_registry::Scope;
+use trireme_registry::WriteOptions;
+use trireme_registry::informer::Action;
+use trireme_registry::informer::Informer;
+use trireme_registry::informer::ObjectKey;
+use trireme_registry::informer::WorkQueue;
+use trireme_registry::informer::run_workers;
 
 use crate::Context;
 
@@ -103,7 +103,7 @@ pub async fn run(ctx: Context, stop: CancellationToken) {
             q.add(Item { kind: index, key: ObjectKey::of(&e.object) });
             // An owner that went (or started going) may leave dependents to collect.
             let owner_uid = uid(&e.object).to_string();
-            if e.kind == trireme_api::registry::ChangeType::Deleted
+            if e.kind == trireme_registry::ChangeType::Deleted
                 || e.object.pointer("/metadata/deletionTimestamp").is_some()
             {
                 for (dep_index, (_, dep_informer)) in all.iter().enumerate() {
@@ -154,7 +154,7 @@ async fn reconcile(
         let owner_uid = uid(&object).to_string();
         for (dep_rt, dependent) in dependents_of(watched, &owner_uid) {
             let dep_ns = dependent.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
-            let name = trireme_api::registry::object_name(&dependent).to_string();
+            let name = trireme_registry::object_name(&dependent).to_string();
             let released = ctx
                 .registry
                 .update_with(
@@ -245,10 +245,10 @@ async fn delete(
     policy: Option<&str>,
 ) -> Result<(), RegistryError> {
     let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
-    let name = trireme_api::registry::object_name(object);
+    let name = trireme_registry::object_name(object);
     let options = DeleteOptions {
         propagation_policy: policy.map(str::to_string),
-        preconditions: Some(trireme_api::registry::Preconditions {
+        preconditions: Some(trireme_registry::Preconditions {
             uid: Some(uid(object).to_string()),
             resource_version: None,
         }),

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use trireme_api::registry::RegistryError;
-use trireme_api::registry::Scope;
-use trireme_api::registry::WriteOptions;
-use trireme_api::resource;
+use trireme_model::resource;
+use trireme_registry::RegistryError;
+use trireme_registry::Scope;
+use trireme_registry::WriteOptions;
 
 use crate::Context;
 

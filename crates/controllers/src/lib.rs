@@ -8,7 +8,7 @@
 //! `kube-scheduler` and `kube-controller-manager` naming it. When leadership ends, everything
 //! stops; the next leader starts from the state in the store, not from memory.
 //!
-//! Controllers act through `trireme_api::registry` only, never on store keys.
+//! Controllers act through `trireme_registry` only, never on store keys.
 
 pub mod deployment;
 pub mod endpoints;
@@ -24,11 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use trireme_api::events::Recorder;
-use trireme_api::informer::Informer;
-use trireme_api::registry::Registry;
-use trireme_api::resource;
-use trireme_api::resource::ResourceType;
+use trireme_model::resource;
+use trireme_model::resource::ResourceType;
+use trireme_registry::Registry;
+use trireme_registry::events::Recorder;
+use trireme_registry::informer::Informer;
 
 /// Settings of the control plane.
 #[derive(Debug, Clone)]

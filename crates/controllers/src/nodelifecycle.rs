@@ -30,22 +30,22 @@ use serde_json::Value;
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use trireme_api::events::EventType;
-use trireme_api::events::Recorder;
-use trireme_api::informer::Action;
-use trireme_api::informer::Event;
-use trireme_api::informer::ObjectKey;
-use trireme_api::informer::WorkQueue;
-use trireme_api::informer::run_workers;
-use trireme_api::registry::ChangeType;
-use trireme_api::registry::DeleteOptions;
-use trireme_api::registry::Preconditions;
-use trireme_api::registry::RegistryError;
-use trireme_api::registry::Scope;
-use trireme_api::registry::WriteOptions;
-use trireme_api::registry::object_name;
-use trireme_api::resource;
-use trireme_api::resource::ResourceType;
+use trireme_model::resource;
+use trireme_model::resource::ResourceType;
+use trireme_registry::ChangeType;
+use trireme_registry::DeleteOptions;
+use trireme_registry::Preconditions;
+use trireme_registry::RegistryError;
+use trireme_registry::Scope;
+use trireme_registry::WriteOptions;
+use trireme_registry::events::EventType;
+use trireme_registry::events::Recorder;
+use trireme_registry::informer::Action;
+use trireme_registry::informer::Event;
+use trireme_registry::informer::ObjectKey;
+use trireme_registry::informer::WorkQueue;
+use trireme_registry::informer::run_workers;
+use trireme_registry::object_name;
 
 use crate::Context;
 
@@ -200,7 +200,7 @@ pub fn mark_unknown(node: &Value, now: &str) -> Option<Value> {
     if !has_ready {
         let ready = json!({"type": "Ready", "status": "Unknown", "reason": UNKNOWN_REASON, "message": UNKNOWN_MESSAGE,
             "lastTransitionTime": now});
-        trireme_api::registry::set_condition(&mut next, ready);
+        trireme_registry::set_condition(&mut next, ready);
         changed = true;
     }
     changed.then_some(next)
@@ -547,7 +547,7 @@ async fn reconcile(
         }
         Health::Lost { since } => since,
     };
-    let stamp = trireme_api::registry::now();
+    let stamp = trireme_registry::now();
     if mark_unknown(&node, &stamp).is_some() {
         let change = |current: &Value| Ok(mark_unknown(current, &stamp).unwrap_or_else(|| current.clone()));
         let written =

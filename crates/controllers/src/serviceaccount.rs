@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use trireme_api::informer::Action;
-use trireme_api::informer::ObjectKey;
-use trireme_api::informer::WorkQueue;
-use trireme_api::informer::run_workers;
-use trireme_api::registry::RegistryError;
-use trireme_api::registry::WriteOptions;
-use trireme_api::registry::object_name;
-use trireme_api::resource;
+use trireme_model::resource;
+use trireme_registry::RegistryError;
+use trireme_registry::WriteOptions;
+use trireme_registry::informer::Action;
+use trireme_registry::informer::ObjectKey;
+use trireme_registry::informer::WorkQueue;
+use trireme_registry::informer::run_workers;
+use trireme_registry::object_name;
 
 use crate::Context;
 

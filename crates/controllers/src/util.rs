@@ -11,10 +11,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use trireme_api::registry::RegistryError;
-use trireme_api::selector::LabelSelector;
-use trireme_api::selector::Operator;
-use trireme_api::selector::Requirement;
+use trireme_model::selector::LabelSelector;
+use trireme_model::selector::Operator;
+use trireme_model::selector::Requirement;
+use trireme_registry::RegistryError;
 
 /// Decodes a cached object into its k8s-openapi type.
 ///

@@ -15,11 +15,11 @@ use common::rt;
 use serde_json::Value;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use trireme_api::registry::DeleteOptions;
-use trireme_api::registry::Registry;
-use trireme_api::registry::Scope;
-use trireme_api::registry::WriteOptions;
 use trireme_controllers::ControlPlaneConfig;
+use trireme_registry::DeleteOptions;
+use trireme_registry::Registry;
+use trireme_registry::Scope;
+use trireme_registry::WriteOptions;
 
 /// How often the test's "kubelets" renew their Leases.
 const RENEW_EVERY: Duration = Duration::from_millis(200);
@@ -35,7 +35,7 @@ fn config() -> ControlPlaneConfig {
 /// A Lease `renewTime` (MicroTime): now, to the microsecond, so each renewal differs.
 fn micro_now() -> String {
     let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_micros());
-    let seconds = trireme_api::registry::now();
+    let seconds = trireme_registry::now();
     format!("{}.{micros:06}Z", seconds.trim_end_matches('Z'))
 }
 
@@ -49,7 +49,7 @@ async fn renew_lease(registry: Registry, node: &str) -> Result<CancellationToken
         "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": micro_now()},
     });
     match registry.create(leases, Some("kube-node-lease"), lease, &WriteOptions::default()).await {
-        Ok(_) | Err(trireme_api::registry::RegistryError::AlreadyExists { .. }) => {}
+        Ok(_) | Err(trireme_registry::RegistryError::AlreadyExists { .. }) => {}
         Err(e) => return Err(e.into()),
     }
     let stop = CancellationToken::new();

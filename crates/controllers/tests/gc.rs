@@ -8,7 +8,7 @@ use common::TestControlPlane;
 use common::replica_set;
 use common::rt;
 use serde_json::Value;
-use trireme_api::registry::DeleteOptions;
+use trireme_registry::DeleteOptions;
 
 const NS: &str = "default";
 

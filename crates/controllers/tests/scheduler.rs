@@ -38,7 +38,7 @@ fn node_with_spec(name: &str, cpu: &str, spec: Value) -> Value {
             "capacity": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
             "allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                "lastHeartbeatTime": trireme_api::registry::now(), "lastTransitionTime": trireme_api::registry::now()}],
+                "lastHeartbeatTime": trireme_registry::now(), "lastTransitionTime": trireme_registry::now()}],
         },
     })
 }
@@ -252,11 +252,11 @@ async fn scheduling_throughput_onto_a_thousand_nodes() -> Result<()> {
 
     use anyhow::Context;
     use tokio_util::sync::CancellationToken;
-    use trireme_api::events::Recorder;
-    use trireme_api::informer::Informer;
-    use trireme_api::registry::Registry;
-    use trireme_api::registry::RegistryConfig;
-    use trireme_api::registry::WriteOptions;
+    use trireme_registry::Registry;
+    use trireme_registry::RegistryConfig;
+    use trireme_registry::WriteOptions;
+    use trireme_registry::events::Recorder;
+    use trireme_registry::informer::Informer;
     use trireme_store::Store;
     use trireme_store::StoreConfig;
     use trireme_store::types::Member;
@@ -361,7 +361,7 @@ async fn a_waiting_pod_takes_the_room_a_deleted_or_finished_pod_leaves() -> Resu
     }
 
     tracing::info!("--- a is deleted: one of the waiting pods takes its place");
-    let options = trireme_api::registry::DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+    let options = trireme_registry::DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
     cp.registry.delete(rt("", "pods"), Some("default"), "a", &options).await?;
     cp.eventually("one late pod is bound", || async {
         let placed = placements(&cp).await?;

@@ -14,10 +14,10 @@ use common::replica_set;
 use common::rt;
 use serde_json::Value;
 use serde_json::json;
-use trireme_api::registry::DeleteOptions;
-use trireme_api::registry::Scope;
-use trireme_api::registry::WriteOptions;
-use trireme_api::registry::now;
+use trireme_registry::DeleteOptions;
+use trireme_registry::Scope;
+use trireme_registry::WriteOptions;
+use trireme_registry::now;
 
 const NS: &str = "default";
 

@@ -1,7 +1,7 @@
 //! The node agent's kubelet: registers the node, renews its lease, runs the pods bound to it
 //! through a [`runtime::ContainerRuntime`], probes them, reports their status and serves their
-//! logs — through whichever master answers ([`client::failover_client`]), and on its own when
-//! none does.
+//! logs — through whichever master answers (the caller hands it `trireme_client`'s failover
+//! client), and on its own when none does.
 //!
 //! Entry point: [`Kubelet::run`]. It depends on the Kubernetes API only (k8s-openapi and the
 //! `kube` client), never on the masters' store or registry.
@@ -16,7 +16,6 @@
 //! - [`runtime`]: the container runtime interface, the process runtime and the Docker runtime.
 //! - [`helper`]: the container shim and the built-in demo images (run as `trireme shim|image`).
 
-pub mod client;
 pub mod config;
 pub mod events;
 pub mod helper;

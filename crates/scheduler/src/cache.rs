@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
-use trireme_api::informer::ObjectKey;
+use trireme_registry::informer::ObjectKey;
 
 use crate::nodeinfo::NodeInfo;
 use crate::nodeinfo::NodeUsage;

@@ -12,7 +12,7 @@
 //!   plus pods assumed while their bind is under way), [`queue`] (pending pods, backoff, and
 //!   retries when the cluster changes), and the loop in [`scheduler`].
 //!
-//! It acts only through `trireme_api`'s registry and informers, never on store keys.
+//! It acts only through `trireme_model`'s registry and informers, never on store keys.
 
 pub mod cache;
 pub mod filter;

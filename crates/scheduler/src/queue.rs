@@ -16,7 +16,7 @@
 //! a second however busy the cluster is. Moves are coalesced: a burst of events costs one pass
 //! over the waiting pods.
 //!
-//! `trireme_api::informer::WorkQueue` is the controllers' queue; this one differs in what
+//! `trireme_registry::informer::WorkQueue` is the controllers' queue; this one differs in what
 //! matters here: the scheduler's backoff (1 s to 10 s), event-driven retries, and the assumed
 //! state that keeps a pod from being scheduled again while its bind is in flight.
 
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use trireme_api::informer::ObjectKey;
+use trireme_registry::informer::ObjectKey;
 
 /// The wait after a pod's first failed attempt.
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);

@@ -2,7 +2,7 @@
 //!
 //! CPU is counted in millicores and everything else in whole units (bytes for memory), both
 //! rounded up like Kubernetes' `MilliValue()` and `Value()`; quantities are parsed by the one
-//! parser the workspace has, [`trireme_api::validation::parse_quantity`].
+//! parser the workspace has, [`trireme_model::validation::parse_quantity`].
 //!
 //! A pod's requests follow Kubernetes' `PodRequests`: the sum of its containers and sidecars
 //! (init containers with `restartPolicy: Always`), or the largest init container plus the
@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use trireme_api::validation::parse_quantity;
+use trireme_model::validation::parse_quantity;
 
 /// The cpu a container without a cpu request counts as when scoring (100m).
 pub const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;

@@ -6,7 +6,6 @@ mod client;
 mod master;
 mod member;
 mod node;
-mod ports;
 mod scheduled;
 mod snapshot;
 mod up;

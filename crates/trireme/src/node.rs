@@ -128,7 +128,7 @@ async fn client(args: &NodeArgs) -> Result<(kube::Client, Option<String>)> {
         configs
     } else {
         let path = args.kubeconfig.clone().context("give --kubeconfig (or --token-file)")?;
-        trireme_kubelet::client::configs_from_kubeconfig(&path, &args.server)
+        trireme_client::configs_from_kubeconfig(&path, &args.server)
             .await
             .with_context(|| format!("--kubeconfig {}", path.display()))?
     };
@@ -136,7 +136,7 @@ async fn client(args: &NodeArgs) -> Result<(kube::Client, Option<String>)> {
         .first()
         .and_then(|c| c.root_cert.as_ref())
         .map(|roots| roots.iter().map(|der| pem("CERTIFICATE", der)).collect::<String>());
-    Ok((trireme_kubelet::client::failover_client(configs)?, ca_pem))
+    Ok((trireme_client::failover_client(configs)?, ca_pem))
 }
 
 fn pem(label: &str, der: &[u8]) -> String {

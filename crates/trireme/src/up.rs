@@ -87,7 +87,7 @@ impl ClusterFile {
 
 /// A free loopback port for a child to take.
 fn free_port() -> Result<u16> {
-    Ok(crate::ports::reserve()?)
+    Ok(trireme_testkit::ports::reserve()?)
 }
 
 /// The masters of the cluster: as before if `dir` held one, else new ones on free ports.

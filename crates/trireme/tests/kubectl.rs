@@ -193,6 +193,26 @@ async fn kubectl_manages_objects_on_a_three_master_cluster() -> Result<()> {
     let described = ok(k(&["describe", "pod", "solo"]).await?)?;
     ensure!(described.contains("nginx:1.25"), "{described}");
 
+    tracing_phase("--- a replication controller, a kind served from one file: defaults, table, scale");
+    let rc = concat!(
+        "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: legacy\nspec:\n  replicas: 2\n",
+        "  template:\n    metadata:\n      labels: {app: legacy}\n    spec:\n      containers:\n",
+        "      - name: web\n        image: nginx:1.27\n",
+    );
+    let created = ok(cluster.kubectl_with_input(&["apply", "-f", "-"], Some(rc)).await?)?;
+    ensure!(created.contains("replicationcontroller/legacy created"), "{created}");
+    let table = ok(k(&["get", "rc"]).await?)?;
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    ensure!(header == ["NAME", "DESIRED", "CURRENT", "READY", "AGE"], "{table}");
+    let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    ensure!(row.starts_with(&["legacy", "2", "0", "0"]), "{table}");
+    let selector =
+        ok(k(&["get", "rc", "legacy", "-o", "jsonpath={.spec.selector.app} {.metadata.labels.app}"]).await?)?;
+    ensure!(selector == "legacy legacy", "the selector and labels default from the template: {selector}");
+    ensure!(ok(k(&["scale", "rc", "legacy", "--replicas=3"]).await?)?.contains("replicationcontroller/legacy scaled"));
+    ensure!(ok(k(&["get", "rc", "legacy", "-o", "jsonpath={.spec.replicas}"]).await?)? == "3");
+    ok(k(&["delete", "rc", "legacy"]).await?)?;
+
     tracing_phase("--- bad input gets readable errors");
     let unknown = cluster
         .kubectl_with_input(

@@ -12,15 +12,15 @@ use serde_json::Value;
 use serde_json::json;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
-use trireme_api::registry::ListOptions;
-use trireme_api::registry::Registry;
-use trireme_api::registry::RegistryConfig;
-use trireme_api::registry::Scope;
-use trireme_api::registry::WriteOptions;
-use trireme_api::resource::ResourceType;
-use trireme_api::version::ReadAt;
 use trireme_controllers::ControlPlane;
 use trireme_controllers::ControlPlaneConfig;
+use trireme_model::resource::ResourceType;
+use trireme_model::version::ReadAt;
+use trireme_registry::ListOptions;
+use trireme_registry::Registry;
+use trireme_registry::RegistryConfig;
+use trireme_registry::Scope;
+use trireme_registry::WriteOptions;
 use trireme_store::Store;
 use trireme_store::StoreConfig;
 use trireme_store::types::Member;
@@ -89,7 +89,7 @@ impl TestControlPlane {
                 "capacity": {"cpu": cpu, "memory": memory, "pods": "110"},
                 "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
                 "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                    "lastHeartbeatTime": trireme_api::registry::now(), "lastTransitionTime": trireme_api::registry::now()}],
+                    "lastHeartbeatTime": trireme_registry::now(), "lastTransitionTime": trireme_registry::now()}],
                 "nodeInfo": {"kubeletVersion": "v1.33.0-trireme"},
             },
         });
@@ -152,12 +152,12 @@ impl TestControlPlane {
 pub fn rt_of(object: &Value) -> Result<&'static ResourceType> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let kind = object["kind"].as_str().unwrap_or_default();
-    trireme_api::resource::by_kind(api_version, kind).with_context(|| format!("no resource for {api_version} {kind}"))
+    trireme_model::resource::by_kind(api_version, kind).with_context(|| format!("no resource for {api_version} {kind}"))
 }
 
 /// A served resource type by group and plural.
 pub fn rt(group: &str, plural: &str) -> &'static ResourceType {
-    trireme_api::resource::find(group, "v1", plural).expect("a served resource type")
+    trireme_model::resource::find(group, "v1", plural).expect("a served resource type")
 }
 
 /// A ReplicaSet of `replicas` pods labelled `app: <name>`.

@@ -45,12 +45,10 @@ pub struct Cluster {
 pub mod kube;
 pub mod nodes;
 
-#[path = "../../src/ports.rs"]
-mod ports;
-
-/// A loopback port for a process about to start (see `ports.rs` for why not port 0).
+/// A loopback port for a process about to start (see `trireme_testkit::ports` for why not
+/// port 0).
 pub fn free_port() -> Result<u16> {
-    Ok(ports::reserve()?)
+    Ok(trireme_testkit::ports::reserve()?)
 }
 
 impl Cluster {

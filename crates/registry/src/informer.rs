@@ -29,8 +29,8 @@ use crate::registry::Registry;
 use crate::registry::RegistryError;
 use crate::registry::WatchOptions;
 use crate::registry::object_name;
-use crate::resource::ResourceType;
-use crate::version::ReadAt;
+use trireme_model::resource::ResourceType;
+use trireme_model::version::ReadAt;
 
 /// The key of a namespaced object (`namespace/name`) or a cluster-scoped one (`name`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

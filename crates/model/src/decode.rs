@@ -1,6 +1,6 @@
-//! The one place that maps a served resource to its k8s-openapi type, and the pipeline every
-//! written object goes through: typed decoding (with Kubernetes' unknown-field handling),
-//! defaulting ([`crate::defaults`]) and validation ([`crate::validation`]).
+//! Typed decoding of written and stored objects, with Kubernetes' unknown-field handling and
+//! error messages; each kind's strategy ([`crate::strategy`]) decodes through here before it
+//! defaults and validates.
 //!
 //! Decoding walks the JSON with a small path-tracking deserializer, so a type error names the
 //! field it happened in (`spec.replicas: invalid type: string "3", expected i32`), and the
@@ -12,18 +12,13 @@
 use std::fmt;
 use std::fmt::Write as _;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::Deserialize;
+use serde::Serialize;
 use serde::de::{self, DeserializeOwned};
 use serde_json::Value;
 
 use crate::field::FieldError;
 use crate::resource::ResourceType;
-use crate::{defaults, validation};
 
 /// Why an object was refused before it could be stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,7 +34,7 @@ pub enum Rejected {
     Invalid(Vec<FieldError>),
 }
 
-/// What [`normalize`] returns: the object to store and the warnings to send back.
+/// What [`crate::strategy::Strategy::normalize`] returns: the object to store and the warnings to send back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NormalizeOutcome {
     /// The defaulted, validated object, re-encoded with `apiVersion` and `kind` set.
@@ -48,114 +43,15 @@ pub struct NormalizeOutcome {
     pub warnings: Vec<String>,
 }
 
-/// A decoded object of one of the served kinds.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Object {
-    /// `v1` Namespace.
-    Namespace(Box<Namespace>),
-    /// `v1` Node.
-    Node(Box<Node>),
-    /// `v1` Pod.
-    Pod(Box<Pod>),
-    /// `v1` Service.
-    Service(Box<Service>),
-    /// `v1` Endpoints.
-    Endpoints(Box<Endpoints>),
-    /// `v1` ServiceAccount.
-    ServiceAccount(Box<ServiceAccount>),
-    /// `v1` Secret.
-    Secret(Box<Secret>),
-    /// `v1` ConfigMap.
-    ConfigMap(Box<ConfigMap>),
-    /// `v1` Event (core group).
-    Event(Box<Event>),
-    /// `apps/v1` Deployment.
-    Deployment(Box<Deployment>),
-    /// `apps/v1` ReplicaSet.
-    ReplicaSet(Box<ReplicaSet>),
-    /// `coordination.k8s.io/v1` Lease.
-    Lease(Box<Lease>),
-    /// `discovery.k8s.io/v1` EndpointSlice.
-    EndpointSlice(Box<EndpointSlice>),
-    /// `events.k8s.io/v1` Event.
-    EventsEvent(Box<k8s_openapi::api::events::v1::Event>),
-}
-
-/// Runs `$body` with `$inner` bound to the boxed typed value, whatever the variant.
-macro_rules! each_kind {
-    ($object:expr, $inner:ident => $body:expr) => {
-        match $object {
-            Object::Namespace($inner) => $body,
-            Object::Node($inner) => $body,
-            Object::Pod($inner) => $body,
-            Object::Service($inner) => $body,
-            Object::Endpoints($inner) => $body,
-            Object::ServiceAccount($inner) => $body,
-            Object::Secret($inner) => $body,
-            Object::ConfigMap($inner) => $body,
-            Object::Event($inner) => $body,
-            Object::Deployment($inner) => $body,
-            Object::ReplicaSet($inner) => $body,
-            Object::Lease($inner) => $body,
-            Object::EndpointSlice($inner) => $body,
-            Object::EventsEvent($inner) => $body,
-        }
-    };
-}
-
-impl Object {
-    /// Decodes `value` as the type served for `resource`, ignoring unknown fields (for objects
-    /// read back from the store). `apiVersion` and `kind`, when present, must match.
-    pub fn decode(resource: &ResourceType, value: &Value) -> Result<Object, Rejected> {
-        match value {
-            Value::Object(map) => {
-                check_type_meta(resource, map)?;
-                // The typed decoder checks a non-empty apiVersion and kind itself (and they match
-                // now); only empty or null ones need removing, which costs a copy.
-                let unusual = |key: &str| map.get(key).is_some_and(|v| v.as_str().is_none_or(str::is_empty));
-                if unusual("apiVersion") || unusual("kind") {
-                    let mut map = map.clone();
-                    map.remove("apiVersion");
-                    map.remove("kind");
-                    decode_object(resource, &Value::Object(map))
-                } else {
-                    decode_object(resource, value)
-                }
-            }
-            other => decode_object(resource, other),
-        }
-    }
-
-    /// The JSON form, with `apiVersion` and `kind` set.
-    pub fn encode(&self) -> Result<Value, Rejected> {
-        each_kind!(self, o => serde_json::to_value(o.as_ref()))
-            .map_err(|e| Rejected::BadRequest(format!("cannot encode object: {e}")))
-    }
-
-    /// The object's metadata.
-    pub fn metadata(&self) -> &ObjectMeta {
-        each_kind!(self, o => &o.metadata)
-    }
-
-    /// The object's metadata, to change.
-    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        each_kind!(self, o => &mut o.metadata)
-    }
-}
-
-/// Decodes, defaults and validates an object written to `resource`.
-///
-/// `old` is the stored object on update (`None` on create): it selects update validation
-/// (immutable fields) and create-only defaults, and it provides `metadata.uid` and
-/// `metadata.creationTimestamp` when the new object leaves them out, as Kubernetes does.
-/// For cluster-scoped resources `metadata.namespace` is cleared. With `strict`, unknown fields
-/// are a `BadRequest`; without, they are dropped and reported as warnings.
-pub fn normalize(
+/// Decodes an object written to `resource` as `T`, with Kubernetes' unknown-field handling:
+/// with `strict`, unknown fields are a `BadRequest`; without, they are dropped and returned as
+/// warnings (`unknown field "spec.foo"`). The body's `apiVersion` and `kind`, when set, must be
+/// the resource's.
+pub fn decode_written<T: Serialize + DeserializeOwned>(
     resource: &ResourceType,
     object: Value,
-    old: Option<&Value>,
     strict: bool,
-) -> Result<NormalizeOutcome, Rejected> {
+) -> Result<(T, Vec<String>), Rejected> {
     let input = match object {
         Value::Object(mut map) => {
             check_type_meta(resource, &map)?;
@@ -165,30 +61,44 @@ pub fn normalize(
         }
         other => other,
     };
-    let mut typed = decode_object(resource, &input)?;
-    let roundtrip = typed.encode()?;
+    let typed: T = decode_as(resource, &input)?;
+    let roundtrip = encode(&typed)?;
     let mut unknown = Vec::new();
     unknown_fields(&input, &roundtrip, &mut String::new(), &mut unknown);
-    drop(input);
     let mut warnings: Vec<String> = unknown.iter().map(|path| format!("unknown field {path:?}")).collect();
     if strict && !warnings.is_empty() {
         let detail = format!("strict decoding error: {}", warnings.join(", "));
         return Err(Rejected::BadRequest(cannot_handle(resource, resource.kind, resource.version, &detail)));
     }
     warnings.dedup();
+    Ok((typed, warnings))
+}
 
-    let old = old.map(|o| Object::decode(resource, o)).transpose()?;
-    prepare(resource, &mut typed, old.as_ref());
-    defaults::apply(&mut typed);
-    match &old {
-        None => defaults::apply_on_create(&mut typed),
-        Some(old) => defaults::apply_on_update(&mut typed, old),
+/// Decodes an object read back from the store as `T`, ignoring unknown fields. `apiVersion`
+/// and `kind`, when present, must match `resource`.
+pub fn decode_stored<T: DeserializeOwned>(resource: &ResourceType, value: &Value) -> Result<T, Rejected> {
+    match value {
+        Value::Object(map) => {
+            check_type_meta(resource, map)?;
+            // The typed decoder checks a non-empty apiVersion and kind itself (and they match
+            // now); only empty or null ones need removing, which costs a copy.
+            let unusual = |key: &str| map.get(key).is_some_and(|v| v.as_str().is_none_or(str::is_empty));
+            if unusual("apiVersion") || unusual("kind") {
+                let mut map = map.clone();
+                map.remove("apiVersion");
+                map.remove("kind");
+                decode_as(resource, &Value::Object(map))
+            } else {
+                decode_as(resource, value)
+            }
+        }
+        other => decode_as(resource, other),
     }
-    let errors = validation::validate(resource, &typed, old.as_ref());
-    if !errors.is_empty() {
-        return Err(Rejected::Invalid(errors));
-    }
-    Ok(NormalizeOutcome { object: typed.encode()?, warnings })
+}
+
+/// The JSON form of a typed object (k8s-openapi sets `apiVersion` and `kind`).
+pub fn encode<T: Serialize>(object: &T) -> Result<Value, Rejected> {
+    serde_json::to_value(object).map_err(|e| Rejected::BadRequest(format!("cannot encode object: {e}")))
 }
 
 /// Decodes `value` into `T`; a failure is a `BadRequest` naming the field
@@ -273,45 +183,19 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-/// Decodes `value` (without `apiVersion`/`kind`) into the type served for `resource`.
-fn decode_object(resource: &ResourceType, value: &Value) -> Result<Object, Rejected> {
-    fn typed<T: DeserializeOwned>(value: &Value) -> Result<Box<T>, DecodeError> {
-        Box::<T>::deserialize(Walker(value))
-    }
-    let decoded = match (resource.group, resource.plural) {
-        ("", "namespaces") => typed(value).map(Object::Namespace),
-        ("", "nodes") => typed(value).map(Object::Node),
-        ("", "pods") => typed(value).map(Object::Pod),
-        ("", "services") => typed(value).map(Object::Service),
-        ("", "endpoints") => typed(value).map(Object::Endpoints),
-        ("", "serviceaccounts") => typed(value).map(Object::ServiceAccount),
-        ("", "secrets") => typed(value).map(Object::Secret),
-        ("", "configmaps") => typed(value).map(Object::ConfigMap),
-        ("", "events") => typed(value).map(Object::Event),
-        ("apps", "deployments") => typed(value).map(Object::Deployment),
-        ("apps", "replicasets") => typed(value).map(Object::ReplicaSet),
-        ("coordination.k8s.io", "leases") => typed(value).map(Object::Lease),
-        ("discovery.k8s.io", "endpointslices") => typed(value).map(Object::EndpointSlice),
-        ("events.k8s.io", "events") => typed(value).map(Object::EventsEvent),
-        _ => {
-            return Err(Rejected::BadRequest(format!(
-                "the server does not know how to decode {}",
-                resource.qualified_plural()
-            )));
-        }
-    };
-    decoded.map_err(|e| Rejected::BadRequest(cannot_handle(resource, resource.kind, resource.version, &e.to_string())))
+/// Decodes `value` (without `apiVersion`/`kind`) as `T`, the type served for `resource`.
+fn decode_as<T: DeserializeOwned>(resource: &ResourceType, value: &Value) -> Result<T, Rejected> {
+    T::deserialize(Walker(value))
+        .map_err(|e| Rejected::BadRequest(cannot_handle(resource, resource.kind, resource.version, &e.to_string())))
 }
 
 /// Metadata fix-ups Kubernetes makes before defaulting: cluster-scoped objects have no
 /// namespace; an update keeps the stored uid (when none is given) and creation timestamp.
-fn prepare(resource: &ResourceType, object: &mut Object, old: Option<&Object>) {
-    let meta = object.metadata_mut();
+pub fn prepare(resource: &ResourceType, meta: &mut ObjectMeta, old: Option<&ObjectMeta>) {
     if !resource.namespaced {
         meta.namespace = None;
     }
     if let Some(old) = old {
-        let old = old.metadata();
         if meta.uid.as_deref().is_none_or(str::is_empty) {
             meta.uid.clone_from(&old.uid);
         }
@@ -519,6 +403,7 @@ impl<'de> de::MapAccess<'de> for MapWalker<'de> {
 mod tests {
     use super::*;
     use crate::field::Reason;
+    use crate::kinds::normalize;
     use crate::resource::find;
     use serde_json::json;
 
@@ -556,10 +441,10 @@ mod tests {
 
     #[test]
     fn every_served_resource_has_a_typed_decoder() {
-        for r in crate::resource::RESOURCES {
+        for kind in crate::kinds::KINDS {
+            let r = kind.resource();
             let object = json!({"metadata": {"name": "x"}});
-            let decoded = Object::decode(r, &object).expect("decodes");
-            let encoded = decoded.encode().expect("encodes");
+            let encoded = kind.roundtrip(&object).expect("decodes and encodes");
             assert_eq!(encoded["apiVersion"], r.api_version(), "{}", r.plural);
             assert_eq!(encoded["kind"], r.kind, "{}", r.plural);
         }

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::registry::Registry;
 use crate::registry::WriteOptions;
 use crate::registry::now;
-use crate::resource;
+use trireme_model::resource;
 
 /// Writes Events on behalf of one component (`default-scheduler`, `deployment-controller`).
 #[derive(Clone)]

@@ -1,4 +1,6 @@
-//! A Kubernetes client that talks to whichever master answers.
+//! A Kubernetes client that talks to whichever master answers: the one client the node agent,
+//! the service proxy and the chaos suite use. Entry points: [`configs_from_kubeconfig`], then
+//! [`failover_client`]. It depends on no other Trireme crate.
 //!
 //! One `kube::Client` per master URL sits behind a tower service that sends each request to
 //! the current master; when a master does not answer (connection refused, reset, timed out),
@@ -108,9 +110,27 @@ impl tower::Service<Request<Body>> for Failover {
     }
 }
 
+/// Why a kubeconfig gave no client configs.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The kubeconfig could not be read or does not describe a usable context.
+    #[error(transparent)]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// A server URL given instead of the kubeconfig's own is not a URL.
+    #[error("--server {server}: {source}")]
+    Server {
+        server: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+}
+
 /// Reads a kubeconfig and makes one client config per server URL (the kubeconfig's own
 /// server when `servers` is empty).
-pub async fn configs_from_kubeconfig(path: &std::path::Path, servers: &[String]) -> anyhow::Result<Vec<kube::Config>> {
+pub async fn configs_from_kubeconfig(
+    path: &std::path::Path,
+    servers: &[String],
+) -> Result<Vec<kube::Config>, ConfigError> {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
     let base = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     if servers.is_empty() {
@@ -119,7 +139,7 @@ pub async fn configs_from_kubeconfig(path: &std::path::Path, servers: &[String])
     let mut configs = Vec::new();
     for server in servers {
         let mut config = base.clone();
-        config.cluster_url = server.parse().map_err(|e| anyhow::anyhow!("--server {server}: {e}"))?;
+        config.cluster_url = server.parse().map_err(|source| ConfigError::Server { server: server.clone(), source })?;
         configs.push(config);
     }
     Ok(configs)

@@ -39,16 +39,18 @@ use trireme_store::types::RequestOp;
 use trireme_store::types::ResponseOp;
 use trireme_store::types::TxnRequest;
 
-use crate::field::FieldError;
-use crate::fields;
-use crate::keys;
-use crate::kinds;
-use crate::managed;
-use crate::resource;
-use crate::resource::ResourceType;
-use crate::selector::FieldSelector;
-use crate::selector::LabelSelector;
-use crate::version::ReadAt;
+use trireme_model::decode::Rejected;
+use trireme_model::field::FieldError;
+use trireme_model::fields;
+use trireme_model::keys;
+use trireme_model::kinds;
+use trireme_model::managed;
+use trireme_model::resource;
+use trireme_model::resource::ResourceType;
+use trireme_model::selector::FieldSelector;
+use trireme_model::selector::LabelSelector;
+use trireme_model::strategy::{Allocation, Strategy};
+use trireme_model::version::ReadAt;
 
 /// How many times a read-modify-write is retried when another writer got there first.
 const MAX_CONFLICT_RETRIES: usize = 16;
@@ -58,9 +60,6 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3);
 const LIST_PAGE: i64 = 500;
 /// The namespaces every cluster has from the start.
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
-
-/// The namespaces Kubernetes refuses to delete.
-const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
 /// Why a registry call failed; the API server maps each to a Status (one table, in
 /// `trireme-apiserver`).
@@ -446,12 +445,15 @@ impl Registry {
         }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now()));
-        if tracks_generation(rt) {
+        let kind = strategy(rt)?;
+        if kind.tracks_generation() {
             meta.insert("generation".into(), json!(1));
         }
-        reset_status_on_create(rt, &mut object);
+        if let (Some(status), Some(map)) = (kind.status_on_create(), object.as_object_mut()) {
+            map.insert("status".into(), status);
+        }
         let name = object_name(&object).to_string();
-        let outcome = kinds::normalize(rt, object, None, options.strict).map_err(|e| rejected(rt, &name, e))?;
+        let outcome = kind.normalize(object, None, options.strict).map_err(|e| rejected(rt, &name, e))?;
         let mut requested = outcome.object;
         let name = object_name(&requested).to_string();
         let key = keys::object_key(rt.storage, namespace, &name);
@@ -483,7 +485,7 @@ impl Registry {
                 }
                 None => None,
             };
-            if rt.plural == "services" && rt.group.is_empty() {
+            if kind.allocation() == Allocation::ServiceAddresses {
                 let taken = self.allocate_service(&mut object, None, attempt > 0).await?;
                 for alloc in taken {
                     compare.push(absent(&alloc));
@@ -560,6 +562,7 @@ impl Registry {
         precondition: Option<String>,
     ) -> Result<Written, RegistryError> {
         let namespace = scope_ns(rt, namespace);
+        let kind = strategy(rt)?;
         let key = keys::object_key(rt.storage, namespace, name);
         for attempt in 0..MAX_CONFLICT_RETRIES {
             let Some(kv) = self.read_kv(&key, attempt > 0).await? else {
@@ -575,9 +578,9 @@ impl Registry {
             let mut next = merge_scope(rt, &current, proposed, scope)?;
             carry_identity(&current, &mut next);
             let old = (scope != Scope::Binding).then_some(&current);
-            let outcome = kinds::normalize(rt, next, old, options.strict).map_err(|e| rejected(rt, name, e))?;
+            let outcome = kind.normalize(next, old, options.strict).map_err(|e| rejected(rt, name, e))?;
             let mut next = outcome.object;
-            bump_generation(rt, &current, &mut next);
+            bump_generation(kind, &current, &mut next);
             strip_resource_version(&mut next);
             let mut unchanged_current = current.clone();
             strip_resource_version(&mut unchanged_current);
@@ -585,7 +588,7 @@ impl Registry {
                 return Ok(Written { object: current, warnings: outcome.warnings });
             }
             managed::record(&mut next, options.manager(), options.operation(), &now());
-            if finalized(rt, &next) {
+            if finalized(kind, &next) {
                 if options.dry_run {
                     set_resource_version(&mut next, kv.mod_revision);
                     return Ok(Written { object: next, warnings: outcome.warnings });
@@ -599,7 +602,7 @@ impl Registry {
             }
             let mut compare = vec![unchanged(&key, kv.mod_revision)];
             let mut success = Vec::new();
-            if rt.plural == "services" && rt.group.is_empty() {
+            if kind.allocation() == Allocation::ServiceAddresses {
                 let (taken, released) = self.reallocate_service(&current, &mut next, attempt > 0).await?;
                 for alloc in taken {
                     compare.push(absent(&alloc));
@@ -647,10 +650,9 @@ impl Registry {
         options: &DeleteOptions,
     ) -> Result<Deleted, RegistryError> {
         let namespace = scope_ns(rt, namespace);
-        if rt.group.is_empty() && rt.plural == "namespaces" && IMMORTAL_NAMESPACES.contains(&name) {
-            return Err(RegistryError::Forbidden(format!(
-                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-            )));
+        let kind = strategy(rt)?;
+        if let Some(message) = kind.undeletable(name) {
+            return Err(RegistryError::Forbidden(message));
         }
         let key = keys::object_key(rt.storage, namespace, name);
         for attempt in 0..MAX_CONFLICT_RETRIES {
@@ -677,7 +679,7 @@ impl Registry {
             if !options.dry_run.is_empty() {
                 return Ok(Deleted { object: current, gone: true });
             }
-            let pending = match self.pending_deletion(rt, &current, options) {
+            let pending = match Self::pending_deletion(kind, &current, options) {
                 Some(pending) => pending,
                 None => match self.remove(rt, namespace, name, &kv, current).await {
                     Err(RegistryError::Conflict { .. }) => continue,
@@ -704,23 +706,13 @@ impl Registry {
     }
 
     /// The object as it must look while its deletion is pending, or `None` to remove it now.
-    fn pending_deletion(&self, rt: &ResourceType, current: &Value, options: &DeleteOptions) -> Option<Value> {
+    fn pending_deletion(kind: &dyn Strategy, current: &Value, options: &DeleteOptions) -> Option<Value> {
         let mut next = current.clone();
         let already = current.pointer("/metadata/deletionTimestamp").is_some();
         let finalizers =
             current.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-        let is_pod = rt.plural == "pods" && rt.group.is_empty();
-        let is_namespace = rt.plural == "namespaces" && rt.group.is_empty();
-        let grace = if is_pod {
-            let bound = current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-            let phase = current.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
-            let spec_grace =
-                current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
-            let grace = options.grace_period_seconds.unwrap_or(spec_grace).max(0);
-            if !bound || matches!(phase, "Succeeded" | "Failed") || grace == 0 { 0 } else { grace }
-        } else {
-            0
-        };
+        let is_namespace = kind.deleted_by_controller();
+        let grace = kind.deletion_grace(current, options.grace_period_seconds);
         // Foreground and orphan deletion are the garbage collector's finalizers: the object
         // stays until its dependents are deleted (foreground) or released (orphan).
         let propagation = match options.propagation_policy.as_deref() {
@@ -763,7 +755,7 @@ impl Registry {
     ) -> Result<Deleted, RegistryError> {
         let key = String::from_utf8_lossy(&kv.key).into_owned();
         let mut success = vec![delete_op(&key)];
-        if rt.plural == "services" && rt.group.is_empty() {
+        if strategy(rt)?.allocation() == Allocation::ServiceAddresses {
             for alloc in service_allocations(&object, &self.config) {
                 success.push(delete_op(&alloc));
             }
@@ -802,7 +794,7 @@ impl Registry {
     pub async fn finish_namespace(&self, namespace: &str) -> Result<bool, RegistryError> {
         let options = DeleteOptions::default();
         let mut remaining = false;
-        for rt in resource::RESOURCES.iter().filter(|r| r.namespaced) {
+        for rt in resource::all().filter(|r| r.namespaced) {
             let left = self.delete_collection(rt, Some(namespace), &ListOptions::default(), &options).await?;
             remaining |= left.iter().any(|o| o.pointer("/metadata/deletionTimestamp").is_some());
             remaining |= !self.list(rt, Some(namespace), &ListOptions::default()).await?.items.is_empty();
@@ -1301,12 +1293,17 @@ fn too_old(after: i64, compacted: i64) -> RegistryError {
     RegistryError::Expired(format!("too old resource version: {after} ({compacted})"))
 }
 
-fn rejected(rt: &ResourceType, name: &str, e: kinds::Rejected) -> RegistryError {
+/// The strategy of a served resource type.
+fn strategy(rt: &ResourceType) -> Result<&'static dyn Strategy, RegistryError> {
+    kinds::strategy(rt).ok_or_else(|| {
+        RegistryError::BadRequest(format!("the server does not know how to handle {}", rt.qualified_plural()))
+    })
+}
+
+fn rejected(rt: &ResourceType, name: &str, e: Rejected) -> RegistryError {
     match e {
-        kinds::Rejected::BadRequest(message) => RegistryError::BadRequest(message),
-        kinds::Rejected::Invalid(causes) => {
-            RegistryError::Invalid { kind: rt.qualified_kind(), name: name.into(), causes }
-        }
+        Rejected::BadRequest(message) => RegistryError::BadRequest(message),
+        Rejected::Invalid(causes) => RegistryError::Invalid { kind: rt.qualified_kind(), name: name.into(), causes },
     }
 }
 
@@ -1373,26 +1370,8 @@ fn random_suffix() -> String {
     (0..5).map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())])).collect()
 }
 
-fn tracks_generation(rt: &ResourceType) -> bool {
-    matches!((rt.group, rt.plural), ("", "pods") | ("apps", _) | ("", "services") | ("", "namespaces"))
-}
-
 fn has_status(rt: &ResourceType) -> bool {
     rt.subresources.contains(&"status")
-}
-
-/// What Kubernetes' create strategies do to a status sent with the object.
-fn reset_status_on_create(rt: &ResourceType, object: &mut Value) {
-    let Some(map) = object.as_object_mut() else { return };
-    match (rt.group, rt.plural) {
-        ("apps", _) | ("", "services") => {
-            map.insert("status".into(), json!({}));
-        }
-        ("", "pods") => {
-            map.insert("status".into(), json!({"phase": "Pending"}));
-        }
-        _ => {}
-    }
 }
 
 /// The object a write proposes, restricted to what `scope` lets it change.
@@ -1454,8 +1433,8 @@ fn carry_identity(current: &Value, next: &mut Value) {
     }
 }
 
-fn bump_generation(rt: &ResourceType, current: &Value, next: &mut Value) {
-    if !tracks_generation(rt) {
+fn bump_generation(kind: &dyn Strategy, current: &Value, next: &mut Value) {
+    if !kind.tracks_generation() {
         return;
     }
     let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
@@ -1469,16 +1448,15 @@ fn bump_generation(rt: &ResourceType, current: &Value, next: &mut Value) {
 
 /// Whether an update leaves a deleted object with nothing holding it: finalizers gone and,
 /// for a pod, no kubelet still to stop it.
-fn finalized(rt: &ResourceType, object: &Value) -> bool {
+fn finalized(kind: &dyn Strategy, object: &Value) -> bool {
     if object.pointer("/metadata/deletionTimestamp").is_none() {
         return false;
     }
     let finalizers = object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-    let waits_for_kubelet = rt.plural == "pods"
-        && rt.group.is_empty()
-        && object.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0;
-    let namespace = rt.plural == "namespaces" && rt.group.is_empty();
-    !finalizers && !waits_for_kubelet && !namespace
+    // Only a graceful deletion (a pod's, waiting for its kubelet) records a period above zero.
+    let waits_for_kubelet =
+        object.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0;
+    !finalizers && !waits_for_kubelet && !kind.deleted_by_controller()
 }
 
 fn ip_key(ip: std::net::Ipv4Addr) -> String {

@@ -12,54 +12,25 @@
 use serde_json::Value;
 
 use crate::resource::ResourceType;
-
-/// Which field label conversion a resource has in Kubernetes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fields {
-    Pod,
-    Node,
-    Namespace,
-    Secret,
-    Service,
-    Event,
-    EventsV1Event,
-    /// No conversion of its own: `metadata.name` and `metadata.namespace` only.
-    Default,
-}
-
-fn fields_of(resource: &ResourceType) -> Fields {
-    match (resource.group, resource.plural) {
-        ("", "pods") => Fields::Pod,
-        ("", "nodes") => Fields::Node,
-        ("", "namespaces") => Fields::Namespace,
-        ("", "secrets") => Fields::Secret,
-        ("", "services") => Fields::Service,
-        ("", "events") => Fields::Event,
-        ("events.k8s.io", "events") => Fields::EventsV1Event,
-        _ => Fields::Default,
-    }
-}
+use crate::table::text;
 
 /// The value of `field` in `object` as a field selector sees it, or `None` when Kubernetes does
 /// not support selecting `resource` by `field`. Supported fields the object lacks read as `""`.
 pub fn field_value(resource: &ResourceType, object: &Value, field: &str) -> Option<String> {
-    let metadata = &object["metadata"];
-    let kind = fields_of(resource);
-    let value = match (kind, field) {
-        (_, "metadata.name") => text(&metadata["name"]),
-        (Fields::Node | Fields::Namespace, "metadata.namespace") => return None,
-        (_, "metadata.namespace") => text(&metadata["namespace"]),
-        (Fields::Pod, _) => pod_field(object, field)?,
-        (Fields::Node, "spec.unschedulable") => (object["spec"]["unschedulable"] == true).to_string(),
-        (Fields::Namespace, "status.phase") => text(&object["status"]["phase"]),
-        (Fields::Secret, "type") => text(&object["type"]),
-        (Fields::Service, "spec.clusterIP") => text(&object["spec"]["clusterIP"]),
-        (Fields::Service, "spec.type") => text(&object["spec"]["type"]),
-        (Fields::Event, _) => event_field(object, field, "involvedObject.", &object["involvedObject"])?,
-        (Fields::EventsV1Event, _) => event_field(object, field, "regarding.", &object["regarding"])?,
-        _ => return None,
-    };
-    Some(value)
+    match crate::kinds::strategy(resource) {
+        Some(kind) => kind.field(object, field),
+        None => meta(object, field),
+    }
+}
+
+/// `metadata.name` and `metadata.namespace`, the fields every kind can be selected by
+/// (`runtime.DefaultMetaV1FieldSelectorConversion`); `None` for any other field.
+pub fn meta(object: &Value, field: &str) -> Option<String> {
+    match field {
+        "metadata.name" => Some(text(&object["metadata"]["name"])),
+        "metadata.namespace" => Some(text(&object["metadata"]["namespace"])),
+        _ => None,
+    }
 }
 
 /// Whether Kubernetes lets a field selector on `resource` name `field`.
@@ -69,86 +40,23 @@ pub fn supported(resource: &ResourceType, field: &str) -> bool {
 
 /// The message of Kubernetes' 400 BadRequest for a field selector naming an unsupported `field`.
 pub fn unsupported_message(resource: &ResourceType, field: &str) -> String {
-    match fields_of(resource) {
-        Fields::Default => {
-            format!("{field:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"")
-        }
-        _ => format!("field label not supported: {field}"),
-    }
-}
-
-/// Pod fields (`ToSelectableFields` in `pkg/registry/core/pod/strategy.go`).
-fn pod_field(pod: &Value, field: &str) -> Option<String> {
-    let spec = &pod["spec"];
-    let status = &pod["status"];
-    Some(match field {
-        // `spec.host` is what old v1 clients send for spec.nodeName.
-        "spec.nodeName" | "spec.host" => text(&spec["nodeName"]),
-        "spec.restartPolicy" => text(&spec["restartPolicy"]),
-        "spec.schedulerName" => text(&spec["schedulerName"]),
-        "spec.serviceAccountName" => text(&spec["serviceAccountName"]),
-        "spec.hostNetwork" => (spec["hostNetwork"] == true).to_string(),
-        "status.phase" => text(&status["phase"]),
-        "status.podIP" => {
-            let first = status["podIPs"].as_array().and_then(|ips| ips.first()).map(|ip| text(&ip["ip"]));
-            first.filter(|ip| !ip.is_empty()).unwrap_or_else(|| text(&status["podIP"]))
-        }
-        // Accepted by the conversion but absent from the selectable fields: always "".
-        "status.podIPs" => String::new(),
-        "status.nominatedNodeName" => text(&status["nominatedNodeName"]),
-        _ => return None,
-    })
-}
-
-/// Event fields (`ToSelectableFields` in `pkg/registry/core/event/strategy.go`), with the
-/// involved object under `prefix` (`involvedObject.` in core/v1, `regarding.` in events.k8s.io).
-fn event_field(event: &Value, field: &str, prefix: &str, object: &Value) -> Option<String> {
-    let core = prefix == "involvedObject.";
-    if let Some(sub) = field.strip_prefix(prefix) {
-        return match sub {
-            "kind" | "namespace" | "name" | "uid" | "apiVersion" | "resourceVersion" | "fieldPath" => {
-                Some(text(&object[sub]))
-            }
-            _ => None,
-        };
-    }
-    let (reporting_label, reporting, source) = if core {
-        ("reportingComponent", &event["reportingComponent"], &event["source"])
+    if crate::kinds::strategy(resource).is_some_and(|k| k.has_field_conversion()) {
+        format!("field label not supported: {field}")
     } else {
-        ("reportingController", &event["reportingController"], &event["deprecatedSource"])
-    };
-    match field {
-        "reason" => Some(text(&event["reason"])),
-        "type" => Some(text(&event["type"])),
-        "source" => {
-            let component = text(&source["component"]);
-            Some(if component.is_empty() { text(reporting) } else { component })
-        }
-        f if f == reporting_label => Some(text(reporting)),
-        _ => None,
-    }
-}
-
-/// A field as a string: strings as they are, numbers and booleans in their JSON spelling, `""`
-/// when absent or null.
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        _ => String::new(),
+        format!("{field:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::RESOURCES;
+
+    use crate::resource;
     use crate::selector::FieldSelector;
     use serde_json::json;
 
     fn res(group: &str, plural: &str) -> &'static ResourceType {
-        RESOURCES.iter().find(|r| r.group == group && r.plural == plural).expect("resource is served")
+        resource::all().find(|r| r.group == group && r.plural == plural).expect("resource is served")
     }
 
     fn value(group: &str, plural: &str, object: &Value, field: &str) -> Option<String> {
@@ -219,7 +127,7 @@ mod tests {
         assert_eq!(value("apps", "replicasets", &rs, "metadata.namespace").as_deref(), Some("default"));
         // apps/v1 registers no field label conversion: Kubernetes rejects status.replicas.
         assert_eq!(value("apps", "replicasets", &rs, "status.replicas"), None);
-        for r in RESOURCES {
+        for r in resource::all() {
             assert!(supported(r, "metadata.name"), "{}", r.plural);
             assert_eq!(supported(r, "metadata.namespace"), r.namespaced, "{}", r.plural);
             assert!(!supported(r, "spec.bogus"), "{}", r.plural);

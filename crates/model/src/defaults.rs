@@ -9,18 +9,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    ClientIPConfig, Container, ContainerPort, Endpoints, HTTPGetAction, LifecycleHandler, LoadBalancerStatus,
-    Namespace, NamespaceSpec, NamespaceStatus, Node, Pod, PodSecurityContext, PodSpec, PodStatus, PodTemplateSpec,
-    Probe, ResourceRequirements, Secret, Service, ServiceSpec, ServiceStatus, SessionAffinityConfig, Toleration,
-    Volume,
+    Container, ContainerPort, HTTPGetAction, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Volume,
 };
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::kinds::Object;
 use crate::validation::parse_quantity;
 
 /// Kubernetes' default `terminationGracePeriodSeconds`.
@@ -31,218 +24,6 @@ pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 /// The mode (0644) Kubernetes gives files of secret, configMap, downwardAPI and projected volumes.
 pub const DEFAULT_VOLUME_MODE: i32 = 0o644;
-
-/// Applies the defaults of the object's kind (every write).
-pub fn apply(object: &mut Object) {
-    match object {
-        Object::Namespace(ns) => default_namespace(ns),
-        Object::Node(node) => default_node(node),
-        Object::Pod(pod) => default_pod(pod),
-        Object::Service(svc) => default_service(svc),
-        Object::Endpoints(ep) => default_endpoints(ep),
-        Object::Secret(secret) => default_secret(secret),
-        Object::Deployment(d) => default_deployment(d),
-        Object::ReplicaSet(rs) => default_replica_set(rs),
-        Object::EndpointSlice(slice) => default_endpoint_slice(slice),
-        Object::ServiceAccount(_)
-        | Object::ConfigMap(_)
-        | Object::Event(_)
-        | Object::Lease(_)
-        | Object::EventsEvent(_) => {}
-    }
-}
-
-/// Applies what Kubernetes sets only when an object is created; call after [`apply`], and
-/// only on create.
-pub fn apply_on_create(object: &mut Object) {
-    match object {
-        Object::Pod(pod) => default_pod_on_create(pod),
-        Object::Namespace(ns) => default_namespace_on_create(ns),
-        _ => {}
-    }
-}
-
-/// Carries over from the stored object what Kubernetes keeps on update; call after [`apply`],
-/// and only on update.
-pub fn apply_on_update(object: &mut Object, old: &Object) {
-    if let (Object::Service(new), Object::Service(old)) = (object, old) {
-        default_service_on_update(new, old);
-    }
-}
-
-/// Service, on update: an unset `clusterIP` keeps the stored `clusterIP`/`clusterIPs`; a
-/// changed `clusterIP` with unchanged `clusterIPs` moves `clusterIPs[0]` along (so validation
-/// reports the change); an unset `nodePort` keeps the stored one of the port with the same
-/// number and protocol while the service still needs node ports. When the type changes,
-/// fields the new type does not use are dropped if the client left them as stored (Kubernetes'
-/// `dropTypeDependentFields`), so `kubectl apply` can switch a service to ExternalName.
-pub fn default_service_on_update(new: &mut Service, old: &Service) {
-    let (Some(spec), Some(old_spec)) = (new.spec.as_mut(), old.spec.as_ref()) else { return };
-    let external_name = |t: &Option<String>| t.as_deref() == Some("ExternalName");
-    if spec.type_ != old_spec.type_ {
-        drop_type_dependent_fields(spec, old_spec);
-    }
-    if !external_name(&spec.type_) && !external_name(&old_spec.type_) {
-        let ip_unset = spec.cluster_ip.as_deref().is_none_or(str::is_empty);
-        let ips_kept = spec.cluster_ips.as_ref().is_none_or(Vec::is_empty) || spec.cluster_ips == old_spec.cluster_ips;
-        if ip_unset && ips_kept {
-            spec.cluster_ip.clone_from(&old_spec.cluster_ip);
-            spec.cluster_ips.clone_from(&old_spec.cluster_ips);
-        } else if !ip_unset
-            && spec.cluster_ip != old_spec.cluster_ip
-            && spec.cluster_ips == old_spec.cluster_ips
-            && let (Some(ip), Some(first)) =
-                (spec.cluster_ip.clone(), spec.cluster_ips.as_mut().and_then(|v| v.first_mut()))
-        {
-            *first = ip;
-        }
-    }
-    let needs_node_ports = |t: &Option<String>| matches!(t.as_deref(), Some("NodePort" | "LoadBalancer"));
-    if needs_node_ports(&spec.type_) && needs_node_ports(&old_spec.type_) {
-        for port in spec.ports.iter_mut().flatten().filter(|p| p.node_port.is_none_or(|n| n == 0)) {
-            let stored = old_spec.ports.iter().flatten().find(|o| o.port == port.port && o.protocol == port.protocol);
-            if let Some(stored) = stored {
-                port.node_port = stored.node_port;
-            }
-        }
-    }
-}
-
-/// Clears what the service's new type does not use, where it still holds the stored value.
-fn drop_type_dependent_fields(spec: &mut ServiceSpec, old: &ServiceSpec) {
-    let kind = spec.type_.as_deref().unwrap_or_default();
-    if kind == "ExternalName" {
-        if spec.cluster_ip == old.cluster_ip {
-            spec.cluster_ip = None;
-        }
-        if spec.cluster_ips == old.cluster_ips {
-            spec.cluster_ips = None;
-        }
-        if spec.ip_families == old.ip_families {
-            spec.ip_families = None;
-        }
-        if spec.ip_family_policy == old.ip_family_policy {
-            spec.ip_family_policy = None;
-        }
-        spec.internal_traffic_policy = None;
-    }
-    if kind != "NodePort" && kind != "LoadBalancer" {
-        let node_ports = |s: &ServiceSpec| s.ports.iter().flatten().map(|p| p.node_port).collect::<Vec<_>>();
-        if node_ports(spec) == node_ports(old) {
-            for port in spec.ports.iter_mut().flatten() {
-                port.node_port = None;
-            }
-        }
-    }
-    if kind != "LoadBalancer" {
-        if spec.health_check_node_port == old.health_check_node_port {
-            spec.health_check_node_port = None;
-        }
-        if spec.allocate_load_balancer_node_ports == old.allocate_load_balancer_node_ports {
-            spec.allocate_load_balancer_node_ports = None;
-        }
-        if spec.load_balancer_class == old.load_balancer_class {
-            spec.load_balancer_class = None;
-        }
-    }
-    let external_ips = spec.external_ips.as_ref().is_some_and(|ips| !ips.is_empty());
-    if !(kind == "NodePort" || kind == "LoadBalancer" || (kind == "ClusterIP" && external_ips)) {
-        spec.external_traffic_policy = None;
-    }
-}
-
-/// Namespace: `status.phase` `Active` when empty.
-pub fn default_namespace(ns: &mut Namespace) {
-    let status = ns.status.get_or_insert_with(NamespaceStatus::default);
-    if status.phase.as_deref().is_none_or(str::is_empty) {
-        status.phase = Some("Active".into());
-    }
-}
-
-/// Namespace, on create only: `spec.finalizers` `["kubernetes"]`. (On update the namespace
-/// controller may have removed it, and it must not come back.)
-pub fn default_namespace_on_create(ns: &mut Namespace) {
-    let spec = ns.spec.get_or_insert_with(NamespaceSpec::default);
-    let finalizers = spec.finalizers.get_or_insert_with(Vec::new);
-    if !finalizers.iter().any(|f| f == "kubernetes") {
-        finalizers.push("kubernetes".into());
-    }
-}
-
-/// Node: `status.allocatable` copies `status.capacity` when unset.
-pub fn default_node(node: &mut Node) {
-    if let Some(status) = node.status.as_mut()
-        && status.allocatable.is_none()
-        && status.capacity.is_some()
-    {
-        status.allocatable.clone_from(&status.capacity);
-    }
-}
-
-/// Pod: the pod spec defaults ([`default_pod_spec`]) plus what Kubernetes sets on pods but
-/// not on templates: `enableServiceLinks`, requests defaulted from limits, host ports for host
-/// networking, and the admission defaults (`serviceAccountName`/`serviceAccount` `default`,
-/// `priority` 0, `preemptionPolicy` `PreemptLowerPriority`, the 300s not-ready and unreachable
-/// tolerations).
-pub fn default_pod(pod: &mut Pod) {
-    let spec = pod.spec.get_or_insert_with(PodSpec::default);
-    default_pod_spec(spec);
-    spec.enable_service_links.get_or_insert(true);
-    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
-        default_requests_from_limits(c);
-    }
-    if spec.host_network == Some(true) {
-        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
-            for port in c.ports.iter_mut().flatten() {
-                if port.host_port.is_none_or(|p| p == 0) {
-                    port.host_port = Some(port.container_port);
-                }
-            }
-        }
-    }
-    match (spec.service_account_name.as_deref(), spec.service_account.as_deref()) {
-        (None | Some(""), None | Some("")) => {
-            spec.service_account_name = Some("default".into());
-            spec.service_account = Some("default".into());
-        }
-        (None | Some(""), Some(sa)) => spec.service_account_name = Some(sa.to_string()),
-        (Some(sa), None | Some("")) => spec.service_account = Some(sa.to_string()),
-        _ => {}
-    }
-    if spec.priority_class_name.as_deref().is_none_or(str::is_empty) {
-        spec.priority.get_or_insert(0);
-    }
-    spec.preemption_policy.get_or_insert_with(|| "PreemptLowerPriority".into());
-    let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
-        let tolerated = tolerations.iter().any(|t| {
-            (t.key.as_deref() == Some(key) || t.key.as_deref().is_none_or(str::is_empty))
-                && t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "NoExecute")
-        });
-        if !tolerated {
-            tolerations.push(Toleration {
-                key: Some(key.into()),
-                operator: Some("Exists".into()),
-                effect: Some("NoExecute".into()),
-                toleration_seconds: Some(300),
-                value: None,
-            });
-        }
-    }
-}
-
-/// Pod, on create only: `status.phase` `Pending` when empty and `status.qosClass` computed from
-/// the containers' resources. Not applied on update: the phase then belongs to the kubelet.
-pub fn default_pod_on_create(pod: &mut Pod) {
-    let qos = pod.spec.as_ref().map_or("BestEffort", qos_class);
-    let status = pod.status.get_or_insert_with(PodStatus::default);
-    if status.phase.as_deref().is_none_or(str::is_empty) {
-        status.phase = Some("Pending".into());
-    }
-    if status.qos_class.as_deref().is_none_or(str::is_empty) {
-        status.qos_class = Some(qos.into());
-    }
-}
 
 /// Kubernetes' QoS class of a pod: `BestEffort` without any cpu/memory request or limit,
 /// `Guaranteed` when every container limits cpu and memory and requests exactly that,
@@ -392,7 +173,7 @@ pub fn default_volume(volume: &mut Volume) {
 }
 
 /// Pods only: each limit without a request becomes the request too.
-fn default_requests_from_limits(c: &mut Container) {
+pub(crate) fn default_requests_from_limits(c: &mut Container) {
     let Some(resources) = c.resources.as_mut() else { return };
     let Some(limits) = resources.limits.as_ref().filter(|l| !l.is_empty()) else { return };
     let requests = resources.requests.get_or_insert_with(BTreeMap::new);
@@ -401,118 +182,13 @@ fn default_requests_from_limits(c: &mut Container) {
     }
 }
 
-/// Deployment: `replicas` 1, strategy `RollingUpdate` with `maxSurge`/`maxUnavailable` `25%`,
-/// `revisionHistoryLimit` 10, `progressDeadlineSeconds` 600, and the template's pod spec
-/// defaults.
-pub fn default_deployment(d: &mut Deployment) {
-    let spec = d.spec.get_or_insert_with(Default::default);
-    spec.replicas.get_or_insert(1);
-    let strategy = spec.strategy.get_or_insert_with(DeploymentStrategy::default);
-    set_if_empty(&mut strategy.type_, "RollingUpdate");
-    if strategy.type_.as_deref() == Some("RollingUpdate") {
-        let rolling = strategy.rolling_update.get_or_insert_with(RollingUpdateDeployment::default);
-        rolling.max_unavailable.get_or_insert_with(|| IntOrString::String("25%".into()));
-        rolling.max_surge.get_or_insert_with(|| IntOrString::String("25%".into()));
-    }
-    spec.revision_history_limit.get_or_insert(10);
-    spec.progress_deadline_seconds.get_or_insert(600);
-    default_template(&mut spec.template);
-}
-
-/// ReplicaSet: `replicas` 1 and the template's pod spec defaults.
-pub fn default_replica_set(rs: &mut ReplicaSet) {
-    let spec = rs.spec.get_or_insert_with(Default::default);
-    spec.replicas.get_or_insert(1);
-    if let Some(template) = spec.template.as_mut() {
-        default_template(template);
-    }
-}
-
 /// Pod template: the pod spec defaults ([`default_pod_spec`]).
 pub fn default_template(template: &mut PodTemplateSpec) {
     default_pod_spec(template.spec.get_or_insert_with(PodSpec::default));
 }
 
-/// Service: `type` `ClusterIP`, `sessionAffinity` `None` (with a 10800s timeout for
-/// `ClientIP`), ports' `protocol` `TCP` and `targetPort` = `port` when unset,
-/// `internalTrafficPolicy` `Cluster`, `externalTrafficPolicy` `Cluster` for externally
-/// reachable services, `allocateLoadBalancerNodePorts` for load balancers, `ipFamilyPolicy`
-/// `SingleStack` and `ipFamilies` `[IPv4]` (not for ExternalName), `clusterIP`/`clusterIPs`
-/// kept in step, and `status.loadBalancer` `{}`. ClusterIP and nodePort allocation is done
-/// elsewhere.
-pub fn default_service(svc: &mut Service) {
-    let spec = svc.spec.get_or_insert_with(ServiceSpec::default);
-    set_if_empty(&mut spec.type_, "ClusterIP");
-    set_if_empty(&mut spec.session_affinity, "None");
-    if spec.session_affinity.as_deref() == Some("ClientIP") {
-        let config = spec.session_affinity_config.get_or_insert_with(SessionAffinityConfig::default);
-        config.client_ip.get_or_insert_with(ClientIPConfig::default).timeout_seconds.get_or_insert(10800);
-    }
-    for port in spec.ports.iter_mut().flatten() {
-        set_if_empty(&mut port.protocol, "TCP");
-        let unset = match &port.target_port {
-            None => true,
-            Some(IntOrString::Int(n)) => *n == 0,
-            Some(IntOrString::String(s)) => s.is_empty(),
-        };
-        if unset {
-            port.target_port = Some(IntOrString::Int(port.port));
-        }
-    }
-    let kind = spec.type_.clone().unwrap_or_default();
-    let external_ips = spec.external_ips.as_ref().is_some_and(|ips| !ips.is_empty());
-    let externally_accessible = kind == "NodePort" || kind == "LoadBalancer" || (kind == "ClusterIP" && external_ips);
-    if externally_accessible {
-        set_if_empty(&mut spec.external_traffic_policy, "Cluster");
-    }
-    if kind != "ExternalName" {
-        set_if_empty(&mut spec.internal_traffic_policy, "Cluster");
-        set_if_empty(&mut spec.ip_family_policy, "SingleStack");
-        if spec.ip_families.as_ref().is_none_or(Vec::is_empty) {
-            spec.ip_families = Some(vec!["IPv4".into()]);
-        }
-    }
-    if kind == "LoadBalancer" {
-        spec.allocate_load_balancer_node_ports.get_or_insert(true);
-    }
-    match (spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty()), spec.cluster_ips.as_deref().unwrap_or_default()) {
-        (Some(ip), []) => spec.cluster_ips = Some(vec![ip.to_string()]),
-        (None, [first, ..]) => spec.cluster_ip = Some(first.clone()),
-        _ => {}
-    }
-    let status = svc.status.get_or_insert_with(ServiceStatus::default);
-    status.load_balancer.get_or_insert_with(LoadBalancerStatus::default);
-}
-
-/// Endpoints: ports' `protocol` `TCP`.
-pub fn default_endpoints(ep: &mut Endpoints) {
-    for port in ep.subsets.iter_mut().flatten().flat_map(|s| s.ports.iter_mut().flatten()) {
-        set_if_empty(&mut port.protocol, "TCP");
-    }
-}
-
-/// EndpointSlice: ports' `name` `""` and `protocol` `TCP`.
-pub fn default_endpoint_slice(slice: &mut EndpointSlice) {
-    for port in slice.ports.iter_mut().flatten() {
-        port.name.get_or_insert_with(String::new);
-        set_if_empty(&mut port.protocol, "TCP");
-    }
-}
-
-/// Secret: `type` `Opaque`; `stringData` is merged into `data` (winning over it) and cleared,
-/// as Kubernetes does when it decodes a secret.
-pub fn default_secret(secret: &mut Secret) {
-    set_if_empty(&mut secret.type_, "Opaque");
-    if let Some(string_data) = secret.string_data.take() {
-        let data = secret.data.get_or_insert_with(BTreeMap::new);
-        for (key, value) in string_data {
-            data.insert(key, ByteString(value.into_bytes()));
-        }
-    }
-}
-
 /// Sets `field` to `value` when it is unset or empty.
-fn set_if_empty(field: &mut Option<String>, value: &str) {
+pub(crate) fn set_if_empty(field: &mut Option<String>, value: &str) {
     if field.as_deref().is_none_or(str::is_empty) {
         *field = Some(value.to_string());
     }
@@ -521,8 +197,14 @@ fn set_if_empty(field: &mut Option<String>, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::*;
+    use k8s_openapi::api::core::v1::*;
+
+    use crate::kinds::{deployment::*, namespace::*, node::*, pod::*, replica_set::*, secret::*, service::*};
+    use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::{SecretVolumeSource, ServicePort};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn container(image: &str) -> Container {
         Container { name: "c".into(), image: Some(image.into()), ..Container::default() }

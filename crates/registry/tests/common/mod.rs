@@ -10,12 +10,12 @@ use anyhow::bail;
 use serde_json::Value;
 use serde_json::json;
 use tempfile::TempDir;
-use trireme_api::registry::Change;
-use trireme_api::registry::ObjectWatch;
-use trireme_api::registry::Registry;
-use trireme_api::registry::RegistryConfig;
-use trireme_api::registry::WriteOptions;
-use trireme_api::resource::ResourceType;
+use trireme_model::resource::ResourceType;
+use trireme_registry::Change;
+use trireme_registry::ObjectWatch;
+use trireme_registry::Registry;
+use trireme_registry::RegistryConfig;
+use trireme_registry::WriteOptions;
 use trireme_store::Store;
 use trireme_store::StoreConfig;
 use trireme_store::types::Member;
@@ -73,7 +73,7 @@ impl TestRegistry {
 /// A served resource type by plural name: the core group, or `apps` for deployments.
 pub fn rt(plural: &str) -> &'static ResourceType {
     let group = if plural == "deployments" { "apps" } else { "" };
-    trireme_api::resource::find(group, "v1", plural).expect("a served resource type")
+    trireme_model::resource::find(group, "v1", plural).expect("a served resource type")
 }
 
 /// A ConfigMap with `labels` and one data entry.
@@ -176,7 +176,7 @@ pub fn name(object: &Value) -> &str {
 
 /// `metadata.resourceVersion` as a number (0 if absent).
 pub fn rv(object: &Value) -> i64 {
-    trireme_api::registry::object_revision(object)
+    trireme_registry::object_revision(object)
 }
 
 /// A string at `pointer` ("" if absent).

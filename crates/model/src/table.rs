@@ -8,7 +8,6 @@
 //! also needs its [`row_object`] so kubectl can print the NAMESPACE column and `--show-labels`.
 //! Ages are [`human_duration`]s, exactly as `kubectl get` shows them.
 
-use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::jiff::Timestamp;
@@ -33,273 +32,42 @@ pub struct Column {
     pub priority: i32,
 }
 
-const NAME_DOC: &str = "Name must be unique within a namespace. Is required when creating resources, although some \
+pub(crate) const NAME_DOC: &str = "Name must be unique within a namespace. Is required when creating resources, although some \
     resources may allow a client to request the generation of an appropriate name automatically. Name is primarily \
     intended for creation idempotence and configuration definition. Cannot be updated. More info: \
     https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
-const AGE_DOC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It \
+pub(crate) const AGE_DOC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It \
     is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It \
     is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: \
     https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
-const CONTAINERS_DOC: &str = "Names of each container in the template.";
-const IMAGES_DOC: &str = "Images referenced by each container in the template.";
+pub(crate) const CONTAINERS_DOC: &str = "Names of each container in the template.";
+pub(crate) const IMAGES_DOC: &str = "Images referenced by each container in the template.";
 
-const fn column(name: &'static str, kind: &'static str, description: &'static str) -> Column {
+pub(crate) const fn column(name: &'static str, kind: &'static str, description: &'static str) -> Column {
     Column { name, kind, format: "", description, priority: 0 }
 }
 
-const fn wide(name: &'static str, kind: &'static str, description: &'static str) -> Column {
+pub(crate) const fn wide(name: &'static str, kind: &'static str, description: &'static str) -> Column {
     Column { name, kind, format: "", description, priority: 1 }
 }
 
-const NAME: Column = Column { name: "Name", kind: "string", format: "name", description: NAME_DOC, priority: 0 };
-const AGE: Column = column("Age", "string", AGE_DOC);
+pub(crate) const NAME: Column =
+    Column { name: "Name", kind: "string", format: "name", description: NAME_DOC, priority: 0 };
+pub(crate) const AGE: Column = column("Age", "string", AGE_DOC);
 
-static POD_COLUMNS: &[Column] = &[
-    NAME,
-    column("Ready", "string", "The aggregate readiness state of this pod for accepting traffic."),
-    column("Status", "string", "The aggregate status of the containers in this pod."),
-    column(
-        "Restarts",
-        "string",
-        "The number of times the containers in this pod have been restarted and when the last container in this pod \
-         has restarted.",
-    ),
-    AGE,
-    wide("IP", "string", "podIP address allocated to the pod. Routable at least within the cluster."),
-    wide("Node", "string", "NodeName indicates in which node this pod is scheduled."),
-    wide("Nominated Node", "string", "nominatedNodeName is set when this pod preempts other pods on the node."),
-    wide("Readiness Gates", "string", "If specified, all readiness gates will be evaluated for pod readiness."),
-];
-
-static DEPLOYMENT_COLUMNS: &[Column] = &[
-    NAME,
-    column("Ready", "string", "Number of the pod with ready state"),
-    column(
-        "Up-to-date",
-        "string",
-        "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
-    ),
-    column(
-        "Available",
-        "string",
-        "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
-    ),
-    AGE,
-    wide("Containers", "string", CONTAINERS_DOC),
-    wide("Images", "string", IMAGES_DOC),
-    wide(
-        "Selector",
-        "string",
-        "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by \
-         this deployment.",
-    ),
-];
-
-static REPLICA_SET_COLUMNS: &[Column] = &[
-    NAME,
-    column("Desired", "integer", "Replicas is the number of desired replicas."),
-    column("Current", "integer", "Replicas is the most recently observed number of replicas."),
-    column("Ready", "integer", "The number of ready replicas for this replica set."),
-    AGE,
-    wide("Containers", "string", CONTAINERS_DOC),
-    wide("Images", "string", IMAGES_DOC),
-    wide("Selector", "string", "Selector is a label query over pods that should match the replica count."),
-];
-
-static SERVICE_COLUMNS: &[Column] = &[
-    NAME,
-    column("Type", "string", "type determines how the Service is exposed."),
-    column("Cluster-IP", "string", "clusterIP is the IP address of the service and is usually assigned randomly."),
-    column(
-        "External-IP",
-        "string",
-        "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this \
-         service.",
-    ),
-    column("Port(s)", "string", "The list of ports that are exposed by this service."),
-    AGE,
-    wide("Selector", "string", "Route service traffic to pods with label keys and values matching this selector."),
-];
-
-static NODE_COLUMNS: &[Column] = &[
-    NAME,
-    column("Status", "string", "The status of the node"),
-    column("Roles", "string", "The roles of the node"),
-    AGE,
-    column("Version", "string", "Kubelet Version reported by the node."),
-    wide("Internal-IP", "string", "List of addresses reachable to the node."),
-    wide("External-IP", "string", "List of addresses reachable to the node."),
-    wide(
-        "OS-Image",
-        "string",
-        "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
-    ),
-    wide(
-        "Kernel-Version",
-        "string",
-        "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
-    ),
-    wide(
-        "Container-Runtime",
-        "string",
-        "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).",
-    ),
-];
-
-static NAMESPACE_COLUMNS: &[Column] = &[NAME, column("Status", "string", "The status of the namespace"), AGE];
-
-static CONFIG_MAP_COLUMNS: &[Column] = &[NAME, column("Data", "string", "Data contains the configuration data."), AGE];
-
-static SECRET_COLUMNS: &[Column] = &[
-    NAME,
-    column("Type", "string", "Used to facilitate programmatic handling of secret data."),
-    column("Data", "string", "Data contains the secret data."),
-    AGE,
-];
-
-static SERVICE_ACCOUNT_COLUMNS: &[Column] = &[
-    NAME,
-    column(
-        "Secrets",
-        "string",
-        "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are \
-         allowed to use.",
-    ),
-    AGE,
-];
-
-static ENDPOINTS_COLUMNS: &[Column] =
-    &[NAME, column("Endpoints", "string", "The set of all endpoints is the union of all subsets."), AGE];
-
-static EVENT_COLUMNS: &[Column] = &[
-    column("Last Seen", "string", "The time at which the most recent occurrence of this event was recorded."),
-    column("Type", "string", "Type of this event (Normal, Warning), new types could be added in the future"),
-    column(
-        "Reason",
-        "string",
-        "This should be a short, machine understandable string that gives the reason for the transition into the \
-         object's current status.",
-    ),
-    column("Object", "string", "The object that this event is about."),
-    wide(
-        "Subobject",
-        "string",
-        "If referring to a piece of an object instead of an entire object, this string should contain a valid \
-         JSON/Go field access statement.",
-    ),
-    wide("Source", "string", "The component reporting this event. Should be a short machine understandable string."),
-    column("Message", "string", "A human-readable description of the status of this operation."),
-    wide(
-        "First Seen",
-        "string",
-        "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)",
-    ),
-    wide("Count", "string", "The number of times this event has occurred."),
-    Column { name: "Name", kind: "string", format: "name", description: NAME_DOC, priority: 1 },
-];
-
-static LEASE_COLUMNS: &[Column] =
-    &[NAME, column("Holder", "string", "holderIdentity contains the identity of the holder of a current lease."), AGE];
-
-static ENDPOINT_SLICE_COLUMNS: &[Column] = &[
-    NAME,
-    column("AddressType", "string", "addressType specifies the type of address carried by this EndpointSlice."),
-    column("Ports", "string", "ports specifies the list of network ports exposed by each endpoint in this slice."),
-    column("Endpoints", "string", "endpoints is a list of unique endpoints in this slice."),
-    AGE,
-];
-
-static DEFAULT_COLUMNS: &[Column] = &[NAME, AGE];
-
-/// Which of Kubernetes' printers serves a resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Printer {
-    Pod,
-    Deployment,
-    ReplicaSet,
-    Service,
-    Node,
-    Namespace,
-    ConfigMap,
-    Secret,
-    ServiceAccount,
-    Endpoints,
-    Event,
-    EventsV1Event,
-    Lease,
-    EndpointSlice,
-    Default,
-}
-
-fn printer(resource: &ResourceType) -> Printer {
-    match (resource.group, resource.plural) {
-        ("", "pods") => Printer::Pod,
-        ("apps", "deployments") => Printer::Deployment,
-        ("apps", "replicasets") => Printer::ReplicaSet,
-        ("", "services") => Printer::Service,
-        ("", "nodes") => Printer::Node,
-        ("", "namespaces") => Printer::Namespace,
-        ("", "configmaps") => Printer::ConfigMap,
-        ("", "secrets") => Printer::Secret,
-        ("", "serviceaccounts") => Printer::ServiceAccount,
-        ("", "endpoints") => Printer::Endpoints,
-        ("", "events") => Printer::Event,
-        ("events.k8s.io", "events") => Printer::EventsV1Event,
-        ("coordination.k8s.io", "leases") => Printer::Lease,
-        ("discovery.k8s.io", "endpointslices") => Printer::EndpointSlice,
-        _ => Printer::Default,
-    }
-}
+/// The columns of a kind without a printer of its own.
+pub static DEFAULT_COLUMNS: &[Column] = &[NAME, AGE];
 
 /// The `columnDefinitions` of a Table of `resource`, wide columns included.
 pub fn columns(resource: &ResourceType) -> &'static [Column] {
-    match printer(resource) {
-        Printer::Pod => POD_COLUMNS,
-        Printer::Deployment => DEPLOYMENT_COLUMNS,
-        Printer::ReplicaSet => REPLICA_SET_COLUMNS,
-        Printer::Service => SERVICE_COLUMNS,
-        Printer::Node => NODE_COLUMNS,
-        Printer::Namespace => NAMESPACE_COLUMNS,
-        Printer::ConfigMap => CONFIG_MAP_COLUMNS,
-        Printer::Secret => SECRET_COLUMNS,
-        Printer::ServiceAccount => SERVICE_ACCOUNT_COLUMNS,
-        Printer::Endpoints => ENDPOINTS_COLUMNS,
-        Printer::Event | Printer::EventsV1Event => EVENT_COLUMNS,
-        Printer::Lease => LEASE_COLUMNS,
-        Printer::EndpointSlice => ENDPOINT_SLICE_COLUMNS,
-        Printer::Default => DEFAULT_COLUMNS,
-    }
+    crate::kinds::strategy(resource).map_or(DEFAULT_COLUMNS, |k| k.columns())
 }
 
 /// The cells of `object`'s row, one per [`columns`] entry, as of `now` (for ages).
 pub fn cells(resource: &ResourceType, object: &Value, now: SystemTime) -> Vec<Value> {
-    let now = unix_nanos(now);
-    match printer(resource) {
-        Printer::Pod => pod_cells(object, now),
-        Printer::Deployment => deployment_cells(object, now),
-        Printer::ReplicaSet => replica_set_cells(object, now),
-        Printer::Service => service_cells(object, now),
-        Printer::Node => node_cells(object, now),
-        Printer::Namespace => vec![name(object), text(&object["status"]["phase"]).into(), age(object, now)],
-        Printer::ConfigMap => {
-            let count = len(&object["data"]) + len(&object["binaryData"]);
-            vec![name(object), count.into(), age(object, now)]
-        }
-        Printer::Secret => secret_cells(object, now),
-        Printer::ServiceAccount => vec![name(object), len(&object["secrets"]).into(), age(object, now)],
-        Printer::Endpoints => vec![name(object), format_endpoints(&object["subsets"]).into(), age(object, now)],
-        Printer::Event => event_cells(&EventView::core(object), now),
-        Printer::EventsV1Event => event_cells(&EventView::events_v1(object), now),
-        Printer::Lease => vec![name(object), text(&object["spec"]["holderIdentity"]).into(), age(object, now)],
-        Printer::EndpointSlice => vec![
-            name(object),
-            text(&object["addressType"]).into(),
-            format_slice_ports(&object["ports"]).into(),
-            format_slice_endpoints(&object["endpoints"]).into(),
-            age(object, now),
-        ],
-        Printer::Default => vec![name(object), age(object, now)],
+    match crate::kinds::strategy(resource) {
+        Some(kind) => kind.cells(object, now),
+        None => vec![name(object), age(object, unix_nanos(now))],
     }
 }
 
@@ -364,7 +132,7 @@ pub fn human_duration(seconds: i64) -> String {
 // JSON and time helpers.
 
 /// `now` as nanoseconds since the Unix epoch.
-fn unix_nanos(now: SystemTime) -> i128 {
+pub fn unix_nanos(now: SystemTime) -> i128 {
     match now.duration_since(UNIX_EPOCH) {
         Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
         Err(e) => i128::try_from(e.duration().as_nanos()).map(|n| -n).unwrap_or(i128::MIN),
@@ -373,26 +141,26 @@ fn unix_nanos(now: SystemTime) -> i128 {
 
 /// An RFC 3339 timestamp (`metav1.Time` or `MicroTime`) as nanoseconds since the epoch; `None`
 /// when absent, null or unparseable (Go's zero time).
-fn timestamp(value: &Value) -> Option<i128> {
+pub(crate) fn timestamp(value: &Value) -> Option<i128> {
     value.as_str().and_then(|s| s.parse::<Timestamp>().ok()).map(|t| t.as_nanosecond())
 }
 
 /// `translateTimestampSince`: the human age of a timestamp, `<unknown>` without one.
-fn since(value: &Value, now: i128) -> String {
+pub(crate) fn since(value: &Value, now: i128) -> String {
     match timestamp(value) {
         Some(t) => since_nanos(t, now),
         None => "<unknown>".to_string(),
     }
 }
 
-fn since_nanos(t: i128, now: i128) -> String {
+pub(crate) fn since_nanos(t: i128, now: i128) -> String {
     // Truncated towards zero, like Go's int(d.Seconds()).
     let seconds = (now - t) / 1_000_000_000;
     human_duration(i64::try_from(seconds).unwrap_or(if seconds < 0 { i64::MIN } else { i64::MAX }))
 }
 
 /// A string field, `""` when absent; numbers and booleans in their JSON spelling.
-fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
@@ -401,20 +169,20 @@ fn text(value: &Value) -> String {
     }
 }
 
-fn str_of(value: &Value) -> &str {
+pub(crate) fn str_of(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
 }
 
-fn int(value: &Value) -> i64 {
+pub(crate) fn int(value: &Value) -> i64 {
     value.as_i64().unwrap_or_default()
 }
 
-fn items(value: &Value) -> &[Value] {
+pub(crate) fn items(value: &Value) -> &[Value] {
     value.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
 /// The number of entries of a map or list, 0 when absent.
-fn len(value: &Value) -> i64 {
+pub(crate) fn len(value: &Value) -> i64 {
     let n = match value {
         Value::Object(m) => m.len(),
         Value::Array(a) => a.len(),
@@ -423,16 +191,16 @@ fn len(value: &Value) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn name(object: &Value) -> Value {
+pub fn name(object: &Value) -> Value {
     text(&object["metadata"]["name"]).into()
 }
 
-fn age(object: &Value, now: i128) -> Value {
+pub fn age(object: &Value, now: i128) -> Value {
     since(&object["metadata"]["creationTimestamp"], now).into()
 }
 
 /// `layoutContainerCells`: container names and images, comma-joined.
-fn container_cells(pod_spec: &Value) -> (Value, Value) {
+pub(crate) fn container_cells(pod_spec: &Value) -> (Value, Value) {
     let containers = items(&pod_spec["containers"]);
     let names: Vec<&str> = containers.iter().map(|c| str_of(&c["name"])).collect();
     let images: Vec<&str> = containers.iter().map(|c| str_of(&c["image"])).collect();
@@ -440,7 +208,7 @@ fn container_cells(pod_spec: &Value) -> (Value, Value) {
 }
 
 /// `labels.FormatLabels`: `k=v` sorted by key, comma-joined, `<none>` when empty.
-fn format_labels(map: &Value) -> String {
+pub(crate) fn format_labels(map: &Value) -> String {
     let Some(map) = map.as_object().filter(|m| !m.is_empty()) else {
         return "<none>".to_string();
     };
@@ -451,7 +219,7 @@ fn format_labels(map: &Value) -> String {
 
 /// `metav1.LabelSelectorAsSelector(sel).String()`: requirements sorted by key; `""` for a nil
 /// or empty selector; `Err` for an invalid operator or value list.
-fn label_selector_string(selector: &Value) -> Result<String, ()> {
+pub(crate) fn label_selector_string(selector: &Value) -> Result<String, ()> {
     let Some(selector) = selector.as_object() else {
         return Ok(String::new());
     };
@@ -481,7 +249,7 @@ fn label_selector_string(selector: &Value) -> Result<String, ()> {
 }
 
 /// `listWithMoreString`: at most `max` entries, then ` + N more...`; `<unset>` when empty.
-fn list_with_more(list: &[String], total: usize, max: usize) -> String {
+pub(crate) fn list_with_more(list: &[String], total: usize, max: usize) -> String {
     let shown = list.iter().take(max).cloned().collect::<Vec<_>>().join(",");
     if total > max {
         format!("{shown} + {} more...", total - max)
@@ -493,486 +261,29 @@ fn list_with_more(list: &[String], total: usize, max: usize) -> String {
 }
 
 /// `net.JoinHostPort`: brackets around IPv6 addresses.
-fn join_host_port(host: &str, port: i64) -> String {
+pub(crate) fn join_host_port(host: &str, port: i64) -> String {
     if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Pods.
 
-fn pod_cells(pod: &Value, now: i128) -> Vec<Value> {
-    let spec = &pod["spec"];
-    let status = &pod["status"];
-    let conditions = items(&status["conditions"]);
-    let init_specs = items(&spec["initContainers"]);
-    let restartable =
-        |name: &str| init_specs.iter().any(|c| str_of(&c["name"]) == name && str_of(&c["restartPolicy"]) == "Always");
-
-    let mut restarts = 0i64;
-    let mut restartable_restarts = 0i64;
-    let total = items(&spec["containers"]).len() + init_specs.iter().filter(|c| c["restartPolicy"] == "Always").count();
-    let mut ready = 0usize;
-    let mut last_restart: Option<i128> = None;
-    let mut last_restartable_restart: Option<i128> = None;
-    let later = |last: &mut Option<i128>, finished: Option<i128>| {
-        if let Some(f) = finished
-            && last.is_none_or(|l| l < f)
-        {
-            *last = Some(f);
-        }
-    };
-
-    let phase = match str_of(&status["phase"]) {
-        "" => "Pending",
-        p => p,
-    };
-    let mut reason = match str_of(&status["reason"]) {
-        "" => phase.to_string(),
-        r => r.to_string(),
-    };
-    if conditions.iter().any(|c| c["type"] == "PodScheduled" && c["reason"] == "SchedulingGated") {
-        reason = "SchedulingGated".to_string();
-    }
-
-    let mut initializing = false;
-    for (i, container) in items(&status["initContainerStatuses"]).iter().enumerate() {
-        let count = int(&container["restartCount"]);
-        let finished = timestamp(&container["lastState"]["terminated"]["finishedAt"]);
-        restarts += count;
-        later(&mut last_restart, finished);
-        let is_restartable = restartable(str_of(&container["name"]));
-        if is_restartable {
-            restartable_restarts += count;
-            later(&mut last_restartable_restart, finished);
-        }
-        let terminated = &container["state"]["terminated"];
-        let waiting = &container["state"]["waiting"];
-        if terminated.is_object() && int(&terminated["exitCode"]) == 0 {
-            continue;
-        }
-        if is_restartable && container["started"] == true {
-            if container["ready"] == true {
-                ready += 1;
-            }
-            continue;
-        }
-        reason = if terminated.is_object() {
-            match str_of(&terminated["reason"]) {
-                "" if int(&terminated["signal"]) != 0 => format!("Init:Signal:{}", int(&terminated["signal"])),
-                "" => format!("Init:ExitCode:{}", int(&terminated["exitCode"])),
-                r => format!("Init:{r}"),
-            }
-        } else if waiting.is_object() && !matches!(str_of(&waiting["reason"]), "" | "PodInitializing") {
-            format!("Init:{}", str_of(&waiting["reason"]))
-        } else {
-            format!("Init:{i}/{}", init_specs.len())
-        };
-        initializing = true;
-        break;
-    }
-
-    let initialized = conditions.iter().find(|c| c["type"] == "Initialized").is_some_and(|c| c["status"] == "True");
-    if !initializing || initialized {
-        restarts = restartable_restarts;
-        last_restart = last_restartable_restart;
-        let mut has_running = false;
-        for container in items(&status["containerStatuses"]).iter().rev() {
-            restarts += int(&container["restartCount"]);
-            later(&mut last_restart, timestamp(&container["lastState"]["terminated"]["finishedAt"]));
-            let terminated = &container["state"]["terminated"];
-            let waiting = &container["state"]["waiting"];
-            if waiting.is_object() && !str_of(&waiting["reason"]).is_empty() {
-                reason = str_of(&waiting["reason"]).to_string();
-            } else if terminated.is_object() && !str_of(&terminated["reason"]).is_empty() {
-                reason = str_of(&terminated["reason"]).to_string();
-            } else if terminated.is_object() {
-                reason = match int(&terminated["signal"]) {
-                    0 => format!("ExitCode:{}", int(&terminated["exitCode"])),
-                    signal => format!("Signal:{signal}"),
-                };
-            } else if container["ready"] == true && container["state"]["running"].is_object() {
-                has_running = true;
-                ready += 1;
-            }
-        }
-        if reason == "Completed" && has_running {
-            let pod_ready = conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
-            reason = if pod_ready { "Running" } else { "NotReady" }.to_string();
-        }
-    }
-
-    let deleting = !pod["metadata"]["deletionTimestamp"].is_null();
-    if deleting && str_of(&status["reason"]) == "NodeLost" {
-        reason = "Unknown".to_string();
-    } else if deleting && !matches!(phase, "Succeeded" | "Failed") {
-        reason = "Terminating".to_string();
-    }
-
-    let restarts = match last_restart {
-        Some(last) if restarts != 0 => format!("{restarts} ({} ago)", since_nanos(last, now)),
-        _ => restarts.to_string(),
-    };
-
-    let pod_ip = items(&status["podIPs"])
-        .first()
-        .map(|ip| str_of(&ip["ip"]))
-        .filter(|ip| !ip.is_empty())
-        .unwrap_or_else(|| str_of(&status["podIP"]));
-    let or_none = |s: &str| if s.is_empty() { "<none>".to_string() } else { s.to_string() };
-    let gates = items(&spec["readinessGates"]);
-    let readiness_gates = if gates.is_empty() {
-        "<none>".to_string()
-    } else {
-        let true_conditions = gates
-            .iter()
-            .filter(|gate| {
-                conditions.iter().find(|c| c["type"] == gate["conditionType"]).is_some_and(|c| c["status"] == "True")
-            })
-            .count();
-        format!("{true_conditions}/{}", gates.len())
-    };
-
-    vec![
-        name(pod),
-        format!("{ready}/{total}").into(),
-        reason.into(),
-        restarts.into(),
-        age(pod, now),
-        or_none(pod_ip).into(),
-        or_none(str_of(&spec["nodeName"])).into(),
-        or_none(str_of(&status["nominatedNodeName"])).into(),
-        readiness_gates.into(),
-    ]
-}
-
 // ---------------------------------------------------------------------------------------------
 // Workloads.
-
-fn deployment_cells(deployment: &Value, now: i128) -> Vec<Value> {
-    let spec = &deployment["spec"];
-    let status = &deployment["status"];
-    let desired = spec["replicas"].as_i64().unwrap_or(1);
-    let (containers, images) = container_cells(&spec["template"]["spec"]);
-    let selector = label_selector_string(&spec["selector"]).unwrap_or_else(|()| "<invalid>".to_string());
-    vec![
-        name(deployment),
-        format!("{}/{desired}", int(&status["readyReplicas"])).into(),
-        int(&status["updatedReplicas"]).into(),
-        int(&status["availableReplicas"]).into(),
-        age(deployment, now),
-        containers,
-        images,
-        selector.into(),
-    ]
-}
-
-fn replica_set_cells(replica_set: &Value, now: i128) -> Vec<Value> {
-    let spec = &replica_set["spec"];
-    let status = &replica_set["status"];
-    let (containers, images) = container_cells(&spec["template"]["spec"]);
-    // metav1.FormatLabelSelector
-    let selector = match label_selector_string(&spec["selector"]) {
-        Ok(s) if s.is_empty() => "<none>".to_string(),
-        Ok(s) => s,
-        Err(()) => "<error>".to_string(),
-    };
-    vec![
-        name(replica_set),
-        spec["replicas"].as_i64().unwrap_or(1).into(),
-        int(&status["replicas"]).into(),
-        int(&status["readyReplicas"]).into(),
-        age(replica_set, now),
-        containers,
-        images,
-        selector.into(),
-    ]
-}
 
 // ---------------------------------------------------------------------------------------------
 // Services and endpoints.
 
-fn service_cells(service: &Value, now: i128) -> Vec<Value> {
-    let spec = &service["spec"];
-    let service_type = match str_of(&spec["type"]) {
-        "" => "ClusterIP",
-        t => t,
-    };
-    let cluster_ip = items(&spec["clusterIPs"])
-        .first()
-        .map(str_of)
-        .filter(|ip| !ip.is_empty())
-        .or_else(|| Some(str_of(&spec["clusterIP"])).filter(|ip| !ip.is_empty()))
-        .unwrap_or("<none>");
-    let external_ips: Vec<String> = items(&spec["externalIPs"]).iter().map(text).collect();
-    let external = match service_type {
-        "ClusterIP" | "NodePort" if external_ips.is_empty() => "<none>".to_string(),
-        "ClusterIP" | "NodePort" => external_ips.join(","),
-        "LoadBalancer" => {
-            let ingress: BTreeSet<String> = items(&service["status"]["loadBalancer"]["ingress"])
-                .iter()
-                .map(|i| if str_of(&i["ip"]).is_empty() { text(&i["hostname"]) } else { text(&i["ip"]) })
-                .filter(|s| !s.is_empty())
-                .collect();
-            let all: Vec<String> = ingress.into_iter().chain(external_ips).collect();
-            if all.is_empty() { "<pending>".to_string() } else { all.join(",") }
-        }
-        "ExternalName" => text(&spec["externalName"]),
-        _ => "<unknown>".to_string(),
-    };
-    let ports: Vec<String> = items(&spec["ports"])
-        .iter()
-        .map(|p| {
-            let protocol = match str_of(&p["protocol"]) {
-                "" => "TCP",
-                proto => proto,
-            };
-            match int(&p["nodePort"]) {
-                node_port if node_port > 0 => format!("{}:{node_port}/{protocol}", int(&p["port"])),
-                _ => format!("{}/{protocol}", int(&p["port"])),
-            }
-        })
-        .collect();
-    let ports = if ports.is_empty() { "<none>".to_string() } else { ports.join(",") };
-    vec![
-        name(service),
-        service_type.into(),
-        cluster_ip.into(),
-        external.into(),
-        ports.into(),
-        age(service, now),
-        format_labels(&spec["selector"]).into(),
-    ]
-}
-
-/// `formatEndpoints`: up to three `ip:port` pairs, then ` + N more...`; `<none>` without subsets.
-fn format_endpoints(subsets: &Value) -> String {
-    let subsets = items(subsets);
-    if subsets.is_empty() {
-        return "<none>".to_string();
-    }
-    const MAX: usize = 3;
-    let mut list: Vec<String> = Vec::new();
-    let mut more = false;
-    let mut count = 0usize;
-    for subset in subsets {
-        let addresses = items(&subset["addresses"]);
-        let ports = items(&subset["ports"]);
-        if ports.is_empty() {
-            // Headless services may have no ports.
-            count += addresses.len();
-            for address in addresses {
-                if list.len() == MAX {
-                    more = true;
-                    break;
-                }
-                list.push(text(&address["ip"]));
-            }
-            continue;
-        }
-        for port in ports {
-            count += addresses.len();
-            for address in addresses {
-                if list.len() == MAX {
-                    more = true;
-                    break;
-                }
-                list.push(join_host_port(str_of(&address["ip"]), int(&port["port"])));
-            }
-        }
-    }
-    let joined = list.join(",");
-    if more { format!("{joined} + {} more...", count - MAX) } else { joined }
-}
-
-/// `formatDiscoveryPorts`: port numbers (or names, or `*`) of an EndpointSlice.
-fn format_slice_ports(ports: &Value) -> String {
-    let ports = items(ports);
-    let list: Vec<String> = ports
-        .iter()
-        .map(|p| match (&p["port"], &p["name"]) {
-            (Value::Number(n), _) => n.to_string(),
-            (_, Value::String(name)) => name.clone(),
-            _ => "*".to_string(),
-        })
-        .collect();
-    list_with_more(&list, ports.len(), 3)
-}
-
-/// `formatDiscoveryEndpoints`: the addresses of an EndpointSlice's endpoints.
-fn format_slice_endpoints(endpoints: &Value) -> String {
-    let list: Vec<String> = items(endpoints).iter().flat_map(|e| items(&e["addresses"]).iter().map(text)).collect();
-    list_with_more(&list, list.len(), 3)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Nodes and secrets.
-
-fn node_cells(node: &Value, now: i128) -> Vec<Value> {
-    let status = &node["status"];
-    let info = &status["nodeInfo"];
-    let ready = items(&status["conditions"]).iter().rev().find(|c| c["type"] == "Ready");
-    let mut state = match ready {
-        Some(c) if c["status"] == "True" => "Ready".to_string(),
-        Some(_) => "NotReady".to_string(),
-        None => "Unknown".to_string(),
-    };
-    if node["spec"]["unschedulable"] == true {
-        state.push_str(",SchedulingDisabled");
-    }
-    let mut roles = BTreeSet::new();
-    if let Some(labels) = node["metadata"]["labels"].as_object() {
-        for (key, value) in labels {
-            if let Some(role) = key.strip_prefix("node-role.kubernetes.io/") {
-                if !role.is_empty() {
-                    roles.insert(role.to_string());
-                }
-            } else if key == "kubernetes.io/role" && !str_of(value).is_empty() {
-                roles.insert(str_of(value).to_string());
-            }
-        }
-    }
-    let roles = if roles.is_empty() { "<none>".to_string() } else { roles.into_iter().collect::<Vec<_>>().join(",") };
-    let address = |kind: &str| {
-        items(&status["addresses"])
-            .iter()
-            .find(|a| a["type"] == kind)
-            .map_or_else(|| "<none>".to_string(), |a| text(&a["address"]))
-    };
-    let or_unknown = |v: &Value| match str_of(v) {
-        "" => "<unknown>".to_string(),
-        s => s.to_string(),
-    };
-    vec![
-        name(node),
-        state.into(),
-        roles.into(),
-        age(node, now),
-        text(&info["kubeletVersion"]).into(),
-        address("InternalIP").into(),
-        address("ExternalIP").into(),
-        or_unknown(&info["osImage"]).into(),
-        or_unknown(&info["kernelVersion"]).into(),
-        or_unknown(&info["containerRuntimeVersion"]).into(),
-    ]
-}
-
-fn secret_cells(secret: &Value, now: i128) -> Vec<Value> {
-    // stringData is merged into data when a Secret is decoded.
-    let mut keys: BTreeSet<&str> = BTreeSet::new();
-    for field in ["data", "stringData"] {
-        if let Some(map) = secret[field].as_object() {
-            keys.extend(map.keys().map(String::as_str));
-        }
-    }
-    let data = i64::try_from(keys.len()).unwrap_or(i64::MAX);
-    vec![name(secret), text(&secret["type"]).into(), data.into(), age(secret, now)]
-}
 
 // ---------------------------------------------------------------------------------------------
 // Events.
 
-/// The fields of an Event the printer reads, from either core/v1 or events.k8s.io/v1.
-struct EventView<'a> {
-    name: &'a Value,
-    last_timestamp: &'a Value,
-    first_timestamp: &'a Value,
-    event_time: &'a Value,
-    series: &'a Value,
-    count: &'a Value,
-    object: &'a Value,
-    kind: &'a str,
-    reason: &'a Value,
-    source: &'a Value,
-    reporting_controller: &'a Value,
-    reporting_instance: &'a Value,
-    message: &'a Value,
-}
-
-impl<'a> EventView<'a> {
-    fn core(event: &'a Value) -> EventView<'a> {
-        EventView {
-            name: &event["metadata"]["name"],
-            last_timestamp: &event["lastTimestamp"],
-            first_timestamp: &event["firstTimestamp"],
-            event_time: &event["eventTime"],
-            series: &event["series"],
-            count: &event["count"],
-            object: &event["involvedObject"],
-            kind: str_of(&event["type"]),
-            reason: &event["reason"],
-            source: &event["source"],
-            reporting_controller: &event["reportingComponent"],
-            reporting_instance: &event["reportingInstance"],
-            message: &event["message"],
-        }
-    }
-
-    fn events_v1(event: &'a Value) -> EventView<'a> {
-        EventView {
-            name: &event["metadata"]["name"],
-            last_timestamp: &event["deprecatedLastTimestamp"],
-            first_timestamp: &event["deprecatedFirstTimestamp"],
-            event_time: &event["eventTime"],
-            series: &event["series"],
-            count: &event["deprecatedCount"],
-            object: &event["regarding"],
-            kind: str_of(&event["type"]),
-            reason: &event["reason"],
-            source: &event["deprecatedSource"],
-            reporting_controller: &event["reportingController"],
-            reporting_instance: &event["reportingInstance"],
-            message: &event["note"],
-        }
-    }
-}
-
-fn event_cells(event: &EventView<'_>, now: i128) -> Vec<Value> {
-    let first_seen = match timestamp(event.first_timestamp) {
-        Some(t) => since_nanos(t, now),
-        None => since(event.event_time, now),
-    };
-    let mut last_seen = match timestamp(event.last_timestamp) {
-        Some(t) => since_nanos(t, now),
-        None => first_seen.clone(),
-    };
-    let mut count = int(event.count);
-    if event.series.is_object() {
-        last_seen = since(&event.series["lastObservedTime"], now);
-        count = int(&event.series["count"]);
-    } else if count == 0 {
-        // Singleton events don't have a count set in the new API.
-        count = 1;
-    }
-    let kind = str_of(&event.object["kind"]).to_lowercase();
-    let target = match str_of(&event.object["name"]) {
-        "" => kind,
-        object_name => format!("{kind}/{object_name}"),
-    };
-    // formatEventSource: component (else reportingController), then ", host" (else reportingInstance).
-    let component = Some(str_of(&event.source["component"]))
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| str_of(event.reporting_controller));
-    let host = Some(str_of(&event.source["host"]))
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| str_of(event.reporting_instance));
-    let source = if host.is_empty() { component.to_string() } else { format!("{component}, {host}") };
-    vec![
-        last_seen.into(),
-        event.kind.into(),
-        text(event.reason).into(),
-        target.into(),
-        text(&event.object["fieldPath"]).into(),
-        source.into(),
-        str_of(event.message).trim().into(),
-        first_seen.into(),
-        count.into(),
-        text(event.name).into(),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::resource;
     use std::time::Duration;
 
@@ -982,7 +293,7 @@ mod tests {
     }
 
     fn res(group: &str, plural: &str) -> &'static ResourceType {
-        resource::RESOURCES.iter().find(|r| r.group == group && r.plural == plural).expect("resource is served")
+        resource::all().find(|r| r.group == group && r.plural == plural).expect("resource is served")
     }
 
     fn row_of(group: &str, plural: &str, object: &Value) -> Value {
@@ -1048,7 +359,7 @@ mod tests {
             ["Name", "Ready", "Status", "Restarts", "Age", "IP", "Node", "Nominated Node", "Readiness Gates"]
         );
         assert_eq!(pods.iter().filter(|c| c.priority == 1).count(), 4);
-        for r in resource::RESOURCES {
+        for r in resource::all() {
             let cols = columns(r);
             assert!(cols.iter().filter(|c| c.format == "name").count() == 1, "{} has one name column", r.plural);
         }

@@ -9,84 +9,42 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, ReplicaSet, ReplicaSetSpec, RollingUpdateDeployment,
-};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, ContainerPort, Pod, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret, Service,
-    ServicePort, ServiceSpec, Toleration, Volume,
+    Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Toleration, Volume,
 };
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
 use crate::field::{FieldError, Reason};
-use crate::kinds::Object;
 use crate::names::{dns1123_label, dns1123_subdomain};
-use crate::resource::ResourceType;
 
 /// The most bytes (keys and values) all annotations of an object may hold.
 pub const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
 /// The most bytes the data of a Secret or ConfigMap may hold.
 pub const MAX_DATA_SIZE: usize = 1024 * 1024;
 
-const FIELD_IMMUTABLE: &str = "field is immutable";
-const IMMUTABLE_WHEN_SET: &str = "field is immutable when `immutable` is set";
-const QUALIFIED_NAME_MESSAGE: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and \
+pub(crate) const FIELD_IMMUTABLE: &str = "field is immutable";
+pub(crate) const IMMUTABLE_WHEN_SET: &str = "field is immutable when `immutable` is set";
+pub(crate) const QUALIFIED_NAME_MESSAGE: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and \
      end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is \
      '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
-const LABEL_VALUE_MESSAGE: &str = "a valid label must be an empty string or consist of alphanumeric characters, \
+pub(crate) const LABEL_VALUE_MESSAGE: &str = "a valid label must be an empty string or consist of alphanumeric characters, \
      '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or \
      '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
-const CONFIG_KEY_MESSAGE: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' \
+pub(crate) const CONFIG_KEY_MESSAGE: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' \
      (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
-const DNS1035_MESSAGE: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start \
+pub(crate) const DNS1035_MESSAGE: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start \
      with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex \
      used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
-const QUANTITY_MESSAGE: &str =
+pub(crate) const QUANTITY_MESSAGE: &str =
     "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
-const PORT_RANGE_MESSAGE: &str = "must be between 1 and 65535, inclusive";
-const NON_NEGATIVE_MESSAGE: &str = "must be greater than or equal to 0";
-const POD_UPDATABLE_FIELDS: &str = "`spec.containers[*].image`,`spec.initContainers[*].image`,\
+pub(crate) const PORT_RANGE_MESSAGE: &str = "must be between 1 and 65535, inclusive";
+pub(crate) const NON_NEGATIVE_MESSAGE: &str = "must be greater than or equal to 0";
+pub(crate) const POD_UPDATABLE_FIELDS: &str = "`spec.containers[*].image`,`spec.initContainers[*].image`,\
      `spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),\
      `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
-
-/// Validates `new` (decoded and defaulted) as written to `resource`; `old` is the stored
-/// object on update. Returns every error found, metadata first.
-pub fn validate(resource: &ResourceType, new: &Object, old: Option<&Object>) -> Vec<FieldError> {
-    let mut errs = validate_object_meta(new.metadata(), resource.namespaced, name_rule(resource), "metadata");
-    if let Some(old) = old {
-        errs.extend(validate_object_meta_update(new.metadata(), old.metadata(), "metadata"));
-    }
-    macro_rules! old_as {
-        ($variant:ident) => {
-            match old {
-                Some(Object::$variant(o)) => Some(o.as_ref()),
-                _ => None,
-            }
-        };
-    }
-    match new {
-        Object::Pod(pod) => errs.extend(validate_pod(pod, old_as!(Pod))),
-        Object::Deployment(d) => errs.extend(validate_deployment(d, old_as!(Deployment))),
-        Object::ReplicaSet(rs) => errs.extend(validate_replica_set(rs, old_as!(ReplicaSet))),
-        Object::Service(svc) => errs.extend(validate_service(svc, old_as!(Service))),
-        Object::ConfigMap(cm) => errs.extend(validate_config_map(cm, old_as!(ConfigMap))),
-        Object::Secret(secret) => errs.extend(validate_secret(secret, old_as!(Secret))),
-        Object::EndpointSlice(slice) => errs.extend(validate_endpoint_slice(slice, old_as!(EndpointSlice))),
-        Object::Namespace(_)
-        | Object::Node(_)
-        | Object::Endpoints(_)
-        | Object::ServiceAccount(_)
-        | Object::Event(_)
-        | Object::Lease(_)
-        | Object::EventsEvent(_) => {}
-    }
-    errs
-}
 
 /// Which rule an object's name follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,16 +65,6 @@ impl NameRule {
             NameRule::Label => dns1123_label(name),
             NameRule::Dns1035Label => dns1035_label(name),
         }
-    }
-}
-
-/// The name rule of a resource: namespaces are DNS-1123 labels, services DNS-1035 labels,
-/// everything else DNS-1123 subdomains.
-pub fn name_rule(resource: &ResourceType) -> NameRule {
-    match (resource.group, resource.plural) {
-        ("", "namespaces") => NameRule::Label,
-        ("", "services") => NameRule::Dns1035Label,
-        _ => NameRule::Subdomain,
     }
 }
 
@@ -269,7 +217,7 @@ pub fn label_value(value: &str) -> Vec<String> {
 }
 
 /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`.
-fn is_qualified_name_part(s: &str) -> bool {
+pub(crate) fn is_qualified_name_part(s: &str) -> bool {
     let b = s.as_bytes();
     b.first().is_some_and(u8::is_ascii_alphanumeric)
         && b.last().is_some_and(u8::is_ascii_alphanumeric)
@@ -297,7 +245,7 @@ pub fn config_map_key(key: &str) -> Vec<String> {
 }
 
 /// Kubernetes' `IsValidPortNum`.
-fn port_num(port: i64) -> Vec<String> {
+pub(crate) fn port_num(port: i64) -> Vec<String> {
     if (1..=65535).contains(&port) { Vec::new() } else { vec![PORT_RANGE_MESSAGE.to_string()] }
 }
 
@@ -323,7 +271,7 @@ pub fn port_name(name: &str) -> Vec<String> {
 }
 
 /// A port given as a number (1-65535) or an IANA name.
-fn validate_port_num_or_name(port: &IntOrString, path: &str, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_port_num_or_name(port: &IntOrString, path: &str, errs: &mut Vec<FieldError>) {
     match port {
         IntOrString::Int(n) => {
             for msg in port_num(i64::from(*n)) {
@@ -339,12 +287,12 @@ fn validate_port_num_or_name(port: &IntOrString, path: &str, errs: &mut Vec<Fiel
 }
 
 /// `Required value: <detail>`.
-fn required_with(field: impl Into<String>, detail: &str) -> FieldError {
+pub(crate) fn required_with(field: impl Into<String>, detail: &str) -> FieldError {
     FieldError { reason: Reason::FieldValueRequired, field: field.into(), message: format!("Required value: {detail}") }
 }
 
 /// `Invalid value: <rendered>: <detail>`, the value already rendered (Go's `%#v`).
-fn invalid_rendered(field: impl Into<String>, rendered: String, detail: &str) -> FieldError {
+pub(crate) fn invalid_rendered(field: impl Into<String>, rendered: String, detail: &str) -> FieldError {
     FieldError {
         reason: Reason::FieldValueInvalid,
         field: field.into(),
@@ -353,7 +301,7 @@ fn invalid_rendered(field: impl Into<String>, rendered: String, detail: &str) ->
 }
 
 /// A string as Go's `%q`/`%#v` shows it.
-fn go_quote(s: &str) -> String {
+pub(crate) fn go_quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
@@ -369,7 +317,7 @@ pub fn go_string_map(map: Option<&BTreeMap<String, String>>) -> String {
 }
 
 /// A string list as Go's `%#v` shows it: `[]string{"a", "b"}`.
-fn go_string_slice(items: Option<&[String]>) -> String {
+pub(crate) fn go_string_slice(items: Option<&[String]>) -> String {
     match items {
         None => "[]string(nil)".to_string(),
         Some(items) => format!("[]string{{{}}}", items.iter().map(|s| go_quote(s)).collect::<Vec<_>>().join(", ")),
@@ -402,7 +350,7 @@ pub fn go_label_selector(selector: &LabelSelector) -> String {
 }
 
 /// `field` is a non-negative number.
-fn non_negative(value: Option<impl Into<i64> + Copy + Serialize>, field: &str, errs: &mut Vec<FieldError>) {
+pub(crate) fn non_negative(value: Option<impl Into<i64> + Copy + Serialize>, field: &str, errs: &mut Vec<FieldError>) {
     if let Some(v) = value
         && v.into() < 0
     {
@@ -411,7 +359,7 @@ fn non_negative(value: Option<impl Into<i64> + Copy + Serialize>, field: &str, e
 }
 
 /// `field` is set and one of `supported`.
-fn one_of(value: Option<&str>, field: &str, supported: &[&str], errs: &mut Vec<FieldError>) {
+pub(crate) fn one_of(value: Option<&str>, field: &str, supported: &[&str], errs: &mut Vec<FieldError>) {
     match value {
         None | Some("") => errs.push(FieldError::required(field)),
         Some(v) if supported.contains(&v) => {}
@@ -420,23 +368,12 @@ fn one_of(value: Option<&str>, field: &str, supported: &[&str], errs: &mut Vec<F
 }
 
 /// `field`, when set, is one of `supported`.
-fn optional_one_of(value: Option<&str>, field: &str, supported: &[&str], errs: &mut Vec<FieldError>) {
+pub(crate) fn optional_one_of(value: Option<&str>, field: &str, supported: &[&str], errs: &mut Vec<FieldError>) {
     if let Some(v) = value.filter(|v| !v.is_empty())
         && !supported.contains(&v)
     {
         errs.push(FieldError::not_supported(field, v, supported));
     }
-}
-
-/// Pod: the pod spec ([`validate_pod_spec`]) and, on update, what a pod update may change.
-pub fn validate_pod(pod: &Pod, old: Option<&Pod>) -> Vec<FieldError> {
-    let empty = PodSpec::default();
-    let spec = pod.spec.as_ref().unwrap_or(&empty);
-    let mut errs = validate_pod_spec(spec, "spec");
-    if let Some(old) = old {
-        errs.extend(validate_pod_spec_update(spec, old.spec.as_ref().unwrap_or(&empty), "spec"));
-    }
-    errs
 }
 
 /// A pod spec at `path` (`spec`, `spec.template.spec`): volumes, containers (at least one;
@@ -497,7 +434,12 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
 }
 
 /// A volume: name required, a DNS-1123 label, unique.
-fn validate_volume<'a>(volume: &'a Volume, path: &str, names: &mut BTreeSet<&'a str>, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_volume<'a>(
+    volume: &'a Volume,
+    path: &str,
+    names: &mut BTreeSet<&'a str>,
+    errs: &mut Vec<FieldError>,
+) {
     if volume.name.is_empty() {
         errs.push(FieldError::required(format!("{path}.name")));
         return;
@@ -511,7 +453,7 @@ fn validate_volume<'a>(volume: &'a Volume, path: &str, names: &mut BTreeSet<&'a 
 }
 
 /// Containers at `path`; `names` collects names across init and regular containers.
-fn validate_containers<'a>(
+pub(crate) fn validate_containers<'a>(
     containers: &'a [Container],
     path: &str,
     names: &mut BTreeSet<&'a str>,
@@ -595,7 +537,7 @@ fn validate_containers<'a>(
 
 /// A container's ports: names valid and unique, containerPort required and in range,
 /// hostPort in range, protocol one of SCTP/TCP/UDP.
-fn validate_container_ports(ports: &[ContainerPort], path: &str, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_container_ports(ports: &[ContainerPort], path: &str, errs: &mut Vec<FieldError>) {
     let mut names = BTreeSet::new();
     for (i, port) in ports.iter().enumerate() {
         let p = format!("{path}[{i}]");
@@ -625,7 +567,7 @@ fn validate_container_ports(ports: &[ContainerPort], path: &str, errs: &mut Vec<
 }
 
 /// Requests and limits: valid, non-negative quantities, and no request above its limit.
-fn validate_resources(resources: &ResourceRequirements, path: &str, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_resources(resources: &ResourceRequirements, path: &str, errs: &mut Vec<FieldError>) {
     fn parse_all<'a>(
         list: Option<&'a BTreeMap<String, Quantity>>,
         path: &str,
@@ -662,7 +604,7 @@ fn validate_resources(resources: &ResourceRequirements, path: &str, errs: &mut V
 
 /// A probe: exactly one handler, non-negative numbers, success threshold 1 for liveness and
 /// startup probes, HTTP GET and TCP ports valid.
-fn validate_probe(probe: &Probe, path: &str, succeed_once: bool, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_probe(probe: &Probe, path: &str, succeed_once: bool, errs: &mut Vec<FieldError>) {
     let handlers = [
         ("exec", probe.exec.is_some()),
         ("httpGet", probe.http_get.is_some()),
@@ -699,7 +641,7 @@ fn validate_probe(probe: &Probe, path: &str, succeed_once: bool, errs: &mut Vec<
 
 /// A toleration: operator Equal/Exists (Exists when the key is empty, no value with Exists),
 /// key a label name, value a label value, effect a taint effect.
-fn validate_toleration(t: &Toleration, path: &str, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_toleration(t: &Toleration, path: &str, errs: &mut Vec<FieldError>) {
     let key = t.key.as_deref().unwrap_or_default();
     let operator = t.operator.as_deref().unwrap_or_default();
     let value = t.value.as_deref().unwrap_or_default();
@@ -806,7 +748,7 @@ pub fn validate_pod_spec_update(new: &PodSpec, old: &PodSpec, path: &str) -> Vec
 }
 
 /// Lines `- path: old` / `+ path: new` for each differing leaf (at most 20 lines).
-fn json_diff(old: &serde_json::Value, new: &serde_json::Value, path: &mut String, out: &mut Vec<String>) {
+pub(crate) fn json_diff(old: &serde_json::Value, new: &serde_json::Value, path: &mut String, out: &mut Vec<String>) {
     use serde_json::Value;
     if out.len() >= 20 || old == new {
         return;
@@ -886,7 +828,7 @@ pub fn validate_label_selector(selector: &LabelSelector, path: &str) -> Vec<Fiel
 }
 
 /// The selector of a deployment or replica set: required, valid, not empty.
-fn validate_workload_selector(selector: &LabelSelector, path: &str, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_workload_selector(selector: &LabelSelector, path: &str, errs: &mut Vec<FieldError>) {
     if selector.match_labels.is_none() && selector.match_expressions.is_none() {
         errs.push(FieldError::required(path));
         return;
@@ -901,7 +843,7 @@ fn validate_workload_selector(selector: &LabelSelector, path: &str, errs: &mut V
 
 /// The pod template of a deployment or replica set: labels matched by the selector, valid
 /// metadata and pod spec, `restartPolicy` `Always`, no `activeDeadlineSeconds`.
-fn validate_workload_template(
+pub(crate) fn validate_workload_template(
     template: &PodTemplateSpec,
     selector: &LabelSelector,
     path: &str,
@@ -939,7 +881,7 @@ fn validate_workload_template(
 }
 
 /// `spec.selector` may not change (apps/v1).
-fn selector_immutable(new: &LabelSelector, old: &LabelSelector, errs: &mut Vec<FieldError>) {
+pub(crate) fn selector_immutable(new: &LabelSelector, old: &LabelSelector, errs: &mut Vec<FieldError>) {
     let normal = |s: &LabelSelector| {
         (s.match_labels.clone().unwrap_or_default(), s.match_expressions.clone().unwrap_or_default())
     };
@@ -948,85 +890,8 @@ fn selector_immutable(new: &LabelSelector, old: &LabelSelector, errs: &mut Vec<F
     }
 }
 
-/// Deployment: replicas ≥ 0, selector, template, strategy, history and deadline numbers; on
-/// update the selector is immutable.
-pub fn validate_deployment(d: &Deployment, old: Option<&Deployment>) -> Vec<FieldError> {
-    let empty = DeploymentSpec::default();
-    let spec = d.spec.as_ref().unwrap_or(&empty);
-    let mut errs = Vec::new();
-    non_negative(spec.replicas, "spec.replicas", &mut errs);
-    validate_workload_selector(&spec.selector, "spec.selector", &mut errs);
-    validate_workload_template(&spec.template, &spec.selector, "spec.template", &mut errs);
-    if let Some(strategy) = &spec.strategy {
-        validate_strategy(strategy, "spec.strategy", &mut errs);
-    }
-    non_negative(spec.min_ready_seconds, "spec.minReadySeconds", &mut errs);
-    non_negative(spec.revision_history_limit, "spec.revisionHistoryLimit", &mut errs);
-    if let Some(deadline) = spec.progress_deadline_seconds {
-        non_negative(Some(deadline), "spec.progressDeadlineSeconds", &mut errs);
-        if deadline <= spec.min_ready_seconds.unwrap_or_default() {
-            errs.push(FieldError::invalid(
-                "spec.progressDeadlineSeconds",
-                deadline,
-                "must be greater than minReadySeconds",
-            ));
-        }
-    }
-    if let Some(old) = old {
-        let old_selector = old.spec.as_ref().map(|s| &s.selector).unwrap_or(&empty.selector);
-        selector_immutable(&spec.selector, old_selector, &mut errs);
-    }
-    errs
-}
-
-/// A deployment strategy: `Recreate` (without `rollingUpdate`) or `RollingUpdate` (with valid
-/// `maxSurge`/`maxUnavailable`, not both 0).
-fn validate_strategy(strategy: &DeploymentStrategy, path: &str, errs: &mut Vec<FieldError>) {
-    match strategy.type_.as_deref() {
-        Some("Recreate") => {
-            if strategy.rolling_update.is_some() {
-                errs.push(FieldError::forbidden(
-                    format!("{path}.rollingUpdate"),
-                    "may not be specified when strategy `type` is 'Recreate'",
-                ));
-            }
-        }
-        Some("RollingUpdate") => match &strategy.rolling_update {
-            None => {
-                errs.push(required_with(format!("{path}.rollingUpdate"), "this should be defaulted and never be nil"))
-            }
-            Some(rolling) => validate_rolling_update(rolling, &format!("{path}.rollingUpdate"), errs),
-        },
-        other => errs.push(FieldError::not_supported(
-            format!("{path}.type"),
-            other.unwrap_or_default(),
-            &["Recreate", "RollingUpdate"],
-        )),
-    }
-}
-
-/// `maxSurge` and `maxUnavailable`: non-negative numbers or percentages, not both 0,
-/// `maxUnavailable` at most 100%.
-fn validate_rolling_update(rolling: &RollingUpdateDeployment, path: &str, errs: &mut Vec<FieldError>) {
-    let unavailable_path = format!("{path}.maxUnavailable");
-    let zero = IntOrString::Int(0);
-    let unavailable = rolling.max_unavailable.as_ref().unwrap_or(&zero);
-    let surge = rolling.max_surge.as_ref().unwrap_or(&zero);
-    validate_int_or_percent(unavailable, &unavailable_path, errs);
-    validate_int_or_percent(surge, &format!("{path}.maxSurge"), errs);
-    if int_or_percent_value(unavailable) == 0 && int_or_percent_value(surge) == 0 {
-        errs.push(FieldError::invalid(&unavailable_path, unavailable, "may not be 0 when `maxSurge` is 0"));
-    }
-    if let IntOrString::String(s) = unavailable
-        && s.ends_with('%')
-        && int_or_percent_value(unavailable) > 100
-    {
-        errs.push(FieldError::invalid(&unavailable_path, unavailable, "must not be greater than 100%"));
-    }
-}
-
 /// A non-negative integer or a `[0-9]+%` percentage.
-fn validate_int_or_percent(value: &IntOrString, path: &str, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_int_or_percent(value: &IntOrString, path: &str, errs: &mut Vec<FieldError>) {
     match value {
         IntOrString::Int(n) => non_negative(Some(*n), path, errs),
         IntOrString::String(s) => {
@@ -1044,180 +909,16 @@ fn validate_int_or_percent(value: &IntOrString, path: &str, errs: &mut Vec<Field
 }
 
 /// The number an int-or-percent holds (0 when it does not parse).
-fn int_or_percent_value(value: &IntOrString) -> i64 {
+pub(crate) fn int_or_percent_value(value: &IntOrString) -> i64 {
     match value {
         IntOrString::Int(n) => i64::from(*n),
         IntOrString::String(s) => s.strip_suffix('%').unwrap_or(s).parse().unwrap_or(0),
     }
 }
 
-/// ReplicaSet: replicas ≥ 0, selector, template; on update the selector is immutable.
-pub fn validate_replica_set(rs: &ReplicaSet, old: Option<&ReplicaSet>) -> Vec<FieldError> {
-    let empty = ReplicaSetSpec::default();
-    let spec = rs.spec.as_ref().unwrap_or(&empty);
-    let mut errs = Vec::new();
-    non_negative(spec.replicas, "spec.replicas", &mut errs);
-    non_negative(spec.min_ready_seconds, "spec.minReadySeconds", &mut errs);
-    validate_workload_selector(&spec.selector, "spec.selector", &mut errs);
-    let empty_template = PodTemplateSpec::default();
-    let template = spec.template.as_ref().unwrap_or(&empty_template);
-    validate_workload_template(template, &spec.selector, "spec.template", &mut errs);
-    if let Some(old) = old {
-        let old_selector = old.spec.as_ref().map(|s| &s.selector).unwrap_or(&empty.selector);
-        selector_immutable(&spec.selector, old_selector, &mut errs);
-    }
-    errs
-}
-
-/// Service: type, ports (required unless headless or ExternalName; numbers, protocols,
-/// names unique and required when several), nodePorts only for NodePort/LoadBalancer,
-/// externalName, clusterIP, selector and policies; on update a set clusterIP may not change.
-pub fn validate_service(svc: &Service, old: Option<&Service>) -> Vec<FieldError> {
-    let empty = ServiceSpec::default();
-    let spec = svc.spec.as_ref().unwrap_or(&empty);
-    let mut errs = Vec::new();
-    let kind = spec.type_.as_deref().unwrap_or_default();
-    let cluster_ip = spec.cluster_ip.as_deref().unwrap_or_default();
-    let headless = cluster_ip == "None";
-    let ports = spec.ports.as_deref().unwrap_or_default();
-    match kind {
-        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName" => {}
-        other => errs.push(FieldError::not_supported(
-            "spec.type",
-            other,
-            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
-        )),
-    }
-    if kind == "ExternalName" {
-        if !cluster_ip.is_empty() || spec.cluster_ips.as_ref().is_some_and(|ips| !ips.is_empty()) {
-            errs.push(FieldError::forbidden("spec.clusterIPs", "may not be set for ExternalName services"));
-        }
-        match spec.external_name.as_deref() {
-            None | Some("") => errs.push(FieldError::required("spec.externalName")),
-            Some(name) => {
-                for msg in dns1123_subdomain(name.strip_suffix('.').unwrap_or(name)) {
-                    errs.push(FieldError::invalid("spec.externalName", name, msg));
-                }
-            }
-        }
-    }
-    if ports.is_empty() && !headless && kind != "ExternalName" {
-        errs.push(FieldError::required("spec.ports"));
-    }
-    let mut names = BTreeSet::new();
-    for (i, port) in ports.iter().enumerate() {
-        validate_service_port(port, ports.len() > 1, &mut names, &format!("spec.ports[{i}]"), &mut errs);
-        if let Some(node_port) = port.node_port.filter(|n| *n != 0) {
-            if kind == "ClusterIP" || kind == "ExternalName" {
-                errs.push(FieldError::forbidden(
-                    format!("spec.ports[{i}].nodePort"),
-                    format!("may not be used when `type` is '{kind}'"),
-                ));
-            } else {
-                for msg in port_num(i64::from(node_port)) {
-                    errs.push(FieldError::invalid(format!("spec.ports[{i}].nodePort"), node_port, msg));
-                }
-            }
-        }
-    }
-    errs.extend(validate_labels(spec.selector.as_ref(), "spec.selector"));
-    optional_one_of(spec.session_affinity.as_deref(), "spec.sessionAffinity", &["ClientIP", "None"], &mut errs);
-    if !cluster_ip.is_empty() && !headless && cluster_ip.parse::<std::net::IpAddr>().is_err() {
-        errs.push(FieldError::invalid(
-            "spec.clusterIPs[0]",
-            cluster_ip,
-            "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
-        ));
-    }
-    if let (false, Some(first)) = (cluster_ip.is_empty(), spec.cluster_ips.as_ref().and_then(|ips| ips.first()))
-        && first != cluster_ip
-    {
-        errs.push(invalid_rendered(
-            "spec.clusterIPs[0]",
-            go_string_slice(spec.cluster_ips.as_deref()),
-            "first value must match `clusterIP`",
-        ));
-    }
-    if headless && (kind == "NodePort" || kind == "LoadBalancer") {
-        errs.push(FieldError::invalid(
-            "spec.clusterIPs[0]",
-            "None",
-            format!("may not be set to 'None' for {kind} services"),
-        ));
-    }
-    optional_one_of(
-        spec.internal_traffic_policy.as_deref(),
-        "spec.internalTrafficPolicy",
-        &["Cluster", "Local"],
-        &mut errs,
-    );
-    optional_one_of(
-        spec.external_traffic_policy.as_deref(),
-        "spec.externalTrafficPolicy",
-        &["Cluster", "Local"],
-        &mut errs,
-    );
-    optional_one_of(
-        spec.ip_family_policy.as_deref(),
-        "spec.ipFamilyPolicy",
-        &["PreferDualStack", "RequireDualStack", "SingleStack"],
-        &mut errs,
-    );
-    for (i, family) in spec.ip_families.iter().flatten().enumerate() {
-        optional_one_of(Some(family), &format!("spec.ipFamilies[{i}]"), &["IPv4", "IPv6"], &mut errs);
-    }
-    if let Some(old) = old {
-        let old_spec = old.spec.as_ref().unwrap_or(&empty);
-        let old_kind = old_spec.type_.as_deref().unwrap_or_default();
-        let old_ip = old_spec.cluster_ip.as_deref().unwrap_or_default();
-        if old_kind != "ExternalName"
-            && kind != "ExternalName"
-            && !old_ip.is_empty()
-            && !cluster_ip.is_empty()
-            && old_ip != cluster_ip
-        {
-            let shown = match spec.cluster_ips.as_deref() {
-                Some(ips) if !ips.is_empty() => go_string_slice(Some(ips)),
-                _ => go_string_slice(Some(&[cluster_ip.to_string()])),
-            };
-            errs.push(invalid_rendered("spec.clusterIPs[0]", shown, "may not change once set"));
-        }
-    }
-    errs
-}
-
-/// One service port: name (required when several ports; DNS-1123 label; unique), port number,
-/// protocol, targetPort.
-fn validate_service_port<'a>(
-    port: &'a ServicePort,
-    require_name: bool,
-    names: &mut BTreeSet<&'a str>,
-    path: &str,
-    errs: &mut Vec<FieldError>,
-) {
-    let name = port.name.as_deref().unwrap_or_default();
-    if require_name && name.is_empty() {
-        errs.push(FieldError::required(format!("{path}.name")));
-    } else if !name.is_empty() {
-        for msg in dns1123_label(name) {
-            errs.push(FieldError::invalid(format!("{path}.name"), name, msg));
-        }
-        if !names.insert(name) {
-            errs.push(FieldError::duplicate(format!("{path}.name"), name));
-        }
-    }
-    for msg in port_num(i64::from(port.port)) {
-        errs.push(FieldError::invalid(format!("{path}.port"), port.port, msg));
-    }
-    one_of(port.protocol.as_deref(), &format!("{path}.protocol"), &["SCTP", "TCP", "UDP"], errs);
-    if let Some(target) = &port.target_port {
-        validate_port_num_or_name(target, &format!("{path}.targetPort"), errs);
-    }
-}
-
 /// Keys of a data map are config keys (`data[key]`), and the total stays under
 /// [`MAX_DATA_SIZE`].
-fn validate_data_keys<'a, V: 'a>(
+pub(crate) fn validate_data_keys<'a, V: 'a>(
     data: impl Iterator<Item = (&'a String, V)>,
     path: &str,
     size: impl Fn(V) -> usize,
@@ -1230,126 +931,6 @@ fn validate_data_keys<'a, V: 'a>(
         }
         *total += size(value);
     }
-}
-
-/// ConfigMap: data and binaryData keys valid and disjoint, size limit; when the stored one is
-/// `immutable`, nothing may change.
-pub fn validate_config_map(cm: &ConfigMap, old: Option<&ConfigMap>) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    let mut total = 0;
-    validate_data_keys(cm.data.iter().flatten(), "data", |v: &String| v.len(), &mut total, &mut errs);
-    validate_data_keys(
-        cm.binary_data.iter().flatten(),
-        "binaryData",
-        |v: &ByteString| v.0.len(),
-        &mut total,
-        &mut errs,
-    );
-    if let (Some(data), Some(binary)) = (&cm.data, &cm.binary_data) {
-        for key in data.keys().filter(|k| binary.contains_key(*k)) {
-            errs.push(FieldError::invalid(format!("data[{key}]"), key, "duplicate of key present in binaryData"));
-        }
-    }
-    if total > MAX_DATA_SIZE {
-        errs.push(FieldError::too_long("data", MAX_DATA_SIZE));
-    }
-    if let Some(old) = old
-        && old.immutable == Some(true)
-    {
-        if cm.immutable != Some(true) {
-            errs.push(FieldError::forbidden("immutable", IMMUTABLE_WHEN_SET));
-        }
-        if cm.data.clone().unwrap_or_default() != old.data.clone().unwrap_or_default() {
-            errs.push(FieldError::forbidden("data", IMMUTABLE_WHEN_SET));
-        }
-        if cm.binary_data.clone().unwrap_or_default() != old.binary_data.clone().unwrap_or_default() {
-            errs.push(FieldError::forbidden("binaryData", IMMUTABLE_WHEN_SET));
-        }
-    }
-    errs
-}
-
-/// Secret: data keys valid, size limit, the keys its type requires; on update the type may
-/// not change, and when the stored one is `immutable`, neither may the data.
-pub fn validate_secret(secret: &Secret, old: Option<&Secret>) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    let mut total = 0;
-    let data = secret.data.clone().unwrap_or_default();
-    validate_data_keys(data.iter(), "data", |v: &ByteString| v.0.len(), &mut total, &mut errs);
-    if total > MAX_DATA_SIZE {
-        errs.push(FieldError::too_long("data", MAX_DATA_SIZE));
-    }
-    let kind = secret.type_.as_deref().unwrap_or_default();
-    match kind {
-        "kubernetes.io/service-account-token" => {
-            let named = secret
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("kubernetes.io/service-account.name"))
-                .is_some_and(|n| !n.is_empty());
-            if !named {
-                errs.push(FieldError::required("metadata.annotations[kubernetes.io/service-account.name]"));
-            }
-        }
-        "kubernetes.io/dockercfg" | "kubernetes.io/dockerconfigjson" => {
-            let key = if kind == "kubernetes.io/dockercfg" { ".dockercfg" } else { ".dockerconfigjson" };
-            match data.get(key) {
-                None => errs.push(FieldError::required(format!("data[{key}]"))),
-                Some(bytes) => {
-                    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes.0) {
-                        errs.push(FieldError::invalid(
-                            format!("data[{key}]"),
-                            "<secret contents redacted>",
-                            e.to_string(),
-                        ));
-                    }
-                }
-            }
-        }
-        "kubernetes.io/basic-auth" if !data.contains_key("username") && !data.contains_key("password") => {
-            errs.push(FieldError::required("data[username]"));
-            errs.push(FieldError::required("data[password]"));
-        }
-        "kubernetes.io/ssh-auth" if data.get("ssh-privatekey").is_none_or(|v| v.0.is_empty()) => {
-            errs.push(FieldError::required("data[ssh-privatekey]"));
-        }
-        "kubernetes.io/tls" => {
-            for key in ["tls.crt", "tls.key"] {
-                if !data.contains_key(key) {
-                    errs.push(FieldError::required(format!("data[{key}]")));
-                }
-            }
-        }
-        _ => {}
-    }
-    if let Some(old) = old {
-        let old_kind = old.type_.as_deref().unwrap_or_default();
-        if kind != old_kind {
-            errs.push(FieldError::invalid("type", kind, FIELD_IMMUTABLE));
-        }
-        if old.immutable == Some(true) {
-            if secret.immutable != Some(true) {
-                errs.push(FieldError::forbidden("immutable", IMMUTABLE_WHEN_SET));
-            }
-            if data != old.data.clone().unwrap_or_default() {
-                errs.push(FieldError::forbidden("data", IMMUTABLE_WHEN_SET));
-            }
-        }
-    }
-    errs
-}
-
-/// EndpointSlice: `addressType` required, one of FQDN/IPv4/IPv6, immutable.
-pub fn validate_endpoint_slice(slice: &EndpointSlice, old: Option<&EndpointSlice>) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    one_of(Some(slice.address_type.as_str()), "addressType", &["FQDN", "IPv4", "IPv6"], &mut errs);
-    if let Some(old) = old
-        && old.address_type != slice.address_type
-    {
-        errs.push(FieldError::invalid("addressType", &slice.address_type, FIELD_IMMUTABLE));
-    }
-    errs
 }
 
 /// A Kubernetes quantity (`100m`, `1.5Gi`, `2e3`) in nano-units (10⁻⁹), rounded up; `None`
@@ -1415,10 +996,19 @@ pub fn parse_quantity(text: &str) -> Option<i128> {
 mod tests {
     use super::*;
     use crate::defaults;
+    use crate::kinds::{
+        config_map::*, deployment::*, endpoint_slice::*, pod::*, replica_set::*, secret::*, service::*,
+    };
+    use crate::resource::ResourceType;
     use crate::resource::find;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::apps::v1::*;
     use k8s_openapi::api::apps::v1::{DeploymentStrategy, RollingUpdateDeployment};
+    use k8s_openapi::api::core::v1::*;
     use k8s_openapi::api::core::v1::{Namespace, Node};
+    use k8s_openapi::api::discovery::v1::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn meta(name: &str) -> ObjectMeta {
         ObjectMeta { name: Some(name.into()), namespace: Some("default".into()), ..ObjectMeta::default() }
@@ -1435,7 +1025,7 @@ mod tests {
     fn pod(containers: Vec<Container>) -> Pod {
         let mut pod =
             Pod { metadata: meta("p"), spec: Some(PodSpec { containers, ..PodSpec::default() }), ..Pod::default() };
-        defaults::default_pod(&mut pod);
+        default_pod(&mut pod);
         pod
     }
 
@@ -1456,7 +1046,7 @@ mod tests {
             }),
             ..Deployment::default()
         };
-        defaults::default_deployment(&mut d);
+        default_deployment(&mut d);
         d
     }
 
@@ -1466,7 +1056,7 @@ mod tests {
             spec: Some(ServiceSpec { ports: Some(ports), ..ServiceSpec::default() }),
             ..Service::default()
         };
-        defaults::default_service(&mut svc);
+        default_service(&mut svc);
         svc
     }
 
@@ -1480,6 +1070,16 @@ mod tests {
 
     fn resource(group: &str, plural: &str) -> &'static ResourceType {
         find(group, "v1", plural).expect("served resource")
+    }
+
+    /// The errors the kind's strategy finds in `object` on create (after defaulting).
+    fn validate(resource: &ResourceType, object: &impl Serialize) -> Vec<FieldError> {
+        let value = serde_json::to_value(object).expect("encodes");
+        match crate::kinds::normalize(resource, value, None, true) {
+            Ok(_) => Vec::new(),
+            Err(crate::decode::Rejected::Invalid(errors)) => errors,
+            Err(e) => panic!("not a validation error: {e}"),
+        }
     }
 
     #[test]
@@ -1508,11 +1108,11 @@ mod tests {
     #[test]
     fn namespace_names_must_be_dns_labels() {
         let namespaces = resource("", "namespaces");
-        let ns = Object::Namespace(Box::new(Namespace {
+        let ns = Namespace {
             metadata: ObjectMeta { name: Some("team.a".into()), ..ObjectMeta::default() },
             ..Namespace::default()
-        }));
-        let errs = validate(namespaces, &ns, None);
+        };
+        let errs = validate(namespaces, &ns);
         assert_eq!(errs.len(), 1);
         assert!(errs[0].message.contains("RFC 1123 label"), "{}", errs[0]);
     }
@@ -1522,7 +1122,7 @@ mod tests {
         let services = resource("", "services");
         let mut svc = service(vec![port(None, 80)]);
         svc.metadata.name = Some("1web".into());
-        let errs = validate(services, &Object::Service(Box::new(svc)), None);
+        let errs = validate(services, &svc);
         assert_eq!(errs.len(), 1);
         assert!(errs[0].message.contains("a DNS-1035 label must consist of"), "{}", errs[0]);
     }
@@ -1534,7 +1134,7 @@ mod tests {
             metadata: ObjectMeta { name: Some("node-1.example".into()), ..ObjectMeta::default() },
             ..Node::default()
         };
-        assert!(validate(nodes, &Object::Node(Box::new(node)), None).is_empty());
+        assert!(validate(nodes, &node).is_empty());
     }
 
     #[test]
@@ -1949,7 +1549,7 @@ mod tests {
             }),
             ..ReplicaSet::default()
         };
-        defaults::default_replica_set(&mut rs);
+        default_replica_set(&mut rs);
         assert!(validate_replica_set(&rs, None).is_empty());
         let old = rs.clone();
         if let Some(spec) = rs.spec.as_mut() {
@@ -1991,7 +1591,7 @@ mod tests {
             }),
             ..Service::default()
         };
-        defaults::default_service(&mut external);
+        default_service(&mut external);
         assert!(validate_service(&external, None).is_empty());
     }
 

@@ -25,20 +25,20 @@ use common::summary;
 use common::text;
 use serde_json::Value;
 use serde_json::json;
-use trireme_api::field::Reason;
-use trireme_api::registry::ChangeType;
-use trireme_api::registry::DeleteOptions;
-use trireme_api::registry::ListOptions;
-use trireme_api::registry::ObjectList;
-use trireme_api::registry::RegistryConfig;
-use trireme_api::registry::RegistryError;
-use trireme_api::registry::SYSTEM_NAMESPACES;
-use trireme_api::registry::Scope;
-use trireme_api::registry::WatchOptions;
-use trireme_api::registry::WriteOptions;
-use trireme_api::selector::FieldSelector;
-use trireme_api::selector::LabelSelector;
-use trireme_api::version::ReadAt;
+use trireme_model::field::Reason;
+use trireme_model::selector::FieldSelector;
+use trireme_model::selector::LabelSelector;
+use trireme_model::version::ReadAt;
+use trireme_registry::ChangeType;
+use trireme_registry::DeleteOptions;
+use trireme_registry::ListOptions;
+use trireme_registry::ObjectList;
+use trireme_registry::RegistryConfig;
+use trireme_registry::RegistryError;
+use trireme_registry::SYSTEM_NAMESPACES;
+use trireme_registry::Scope;
+use trireme_registry::WatchOptions;
+use trireme_registry::WriteOptions;
 use trireme_store::StoreError;
 use trireme_store::types::Command;
 use trireme_store::types::Request;
@@ -748,13 +748,13 @@ async fn a_bound_pod_is_deleted_gracefully_and_an_unbound_one_at_once() -> Resul
     eprintln!("--- preconditions");
     let created = t.create(pods, "default", pod("guarded", None, json!({}))).await?;
     let wrong_uid = DeleteOptions {
-        preconditions: Some(trireme_api::registry::Preconditions { uid: Some("nope".into()), resource_version: None }),
+        preconditions: Some(trireme_registry::Preconditions { uid: Some("nope".into()), resource_version: None }),
         ..Default::default()
     };
     let refused = t.registry.delete(pods, Some("default"), "guarded", &wrong_uid).await;
     assert!(matches!(&refused, Err(RegistryError::Conflict { .. })), "{refused:?}");
     let right = DeleteOptions {
-        preconditions: Some(trireme_api::registry::Preconditions {
+        preconditions: Some(trireme_registry::Preconditions {
             uid: Some(text(&created, "/metadata/uid").into()),
             resource_version: Some(rv(&created).to_string()),
         }),
