@@ -76,7 +76,8 @@ pub struct ApiState {
     pub kubelets: nodeproxy::KubeletClient,
 }
 
-/// A master's Kubernetes API server.
+/// A master's Kubernetes API server. Cloning shares its state (one per listener).
+#[derive(Clone)]
 pub struct ApiServer {
     state: Arc<ApiState>,
     tls: Arc<rustls::ServerConfig>,
@@ -98,6 +99,40 @@ impl ApiServer {
         let kubelets = nodeproxy::KubeletClient::new(&credentials)?;
         let state = Arc::new(ApiState { registry, credentials, shutdown, tokens, kubelets });
         Ok(ApiServer { state, tls })
+    }
+
+    /// [`ApiServer::new`], retried with backoff until it succeeds: on a new cluster the
+    /// credentials can be created only once the store takes writes. `None` at `shutdown`.
+    pub async fn when_ready(store: Store, config: ApiConfig, shutdown: CancellationToken) -> Option<ApiServer> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let attempt = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                attempt = ApiServer::new(store.clone(), config.clone(), shutdown.clone()) => attempt,
+            };
+            match attempt {
+                Ok(server) => return Some(server),
+                Err(e) => tracing::info!(error = %e, "Kubernetes API not ready yet; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Serves HTTPS on every listener until the shutdown token fires; the first listener to
+    /// fail ends them all.
+    pub async fn serve_all(self, listeners: Vec<TcpListener>) -> std::io::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for listener in listeners {
+            tasks.spawn(self.clone().serve(listener));
+        }
+        while let Some(ended) = tasks.join_next().await {
+            ended.map_err(std::io::Error::other)??;
+        }
+        Ok(())
     }
 
     /// The cluster's credentials (for writing a kubeconfig).

@@ -1,8 +1,7 @@
-//! Kubernetes' defaulting, as typed functions per kind.
-//!
-//! [`apply`] runs on every write (create and update), as Kubernetes' `SetDefaults_*` functions
-//! do on every decode; [`apply_on_create`] adds what Kubernetes sets only when an object is
-//! created (a pod's `Pending` phase and QoS class, a namespace's `kubernetes` finalizer).
+//! Kubernetes' defaulting helpers the kinds share: pod specs, containers, probes, volumes and
+//! pod templates. Each kind's own defaults live in its module under [`crate::kinds`] (its
+//! [`crate::strategy::Kind::default`], run on every write as Kubernetes' `SetDefaults_*`
+//! functions run on every decode, and [`crate::strategy::Kind::default_on_create`]).
 //! Defaults that Kubernetes sets in admission plugins every pod goes through (service account,
 //! priority, not-ready/unreachable tolerations) are applied to pods too, but not to pod
 //! templates, just as in Kubernetes. ClusterIP and nodePort allocation is not done here.

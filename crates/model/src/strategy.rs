@@ -40,7 +40,7 @@ pub trait Strategy: Send + Sync + 'static {
 
     /// Decodes, defaults and validates an object written to this kind; `old` is the stored
     /// object on update (`None` on create). With `strict`, unknown fields are a `BadRequest`;
-    /// without, they are dropped and reported as warnings. See [`decode::normalize`].
+    /// without, they are dropped and reported as warnings (see [`decode::decode_written`]).
     fn normalize(&self, object: Value, old: Option<&Value>, strict: bool) -> Result<NormalizeOutcome, Rejected>;
 
     /// The object read back as its typed value and encoded again, unknown fields dropped:

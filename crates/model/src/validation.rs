@@ -1,10 +1,9 @@
-//! Kubernetes' validation rules for the served kinds, with Kubernetes' field paths and messages
-//! (kubectl prints them verbatim in `Invalid` errors).
-//!
-//! [`validate`] is the entry point ([`crate::kinds::normalize`] calls it after defaulting, so
-//! fields Kubernetes defaults are expected to be set); the per-kind functions are public for
-//! callers that hold a typed value. Values Kubernetes renders with Go's `%#v` (label maps,
-//! label selectors, string lists) are rendered the same way.
+//! Kubernetes' validation rules the kinds share (object metadata, names, labels, pod specs and
+//! templates, selectors, ports, quantities), with Kubernetes' field paths and messages (kubectl
+//! prints them verbatim in `Invalid` errors). Each kind's own rules live in its module under
+//! [`crate::kinds`]; its strategy runs them after defaulting, so fields Kubernetes defaults are
+//! expected to be set. Values Kubernetes renders with Go's `%#v` (label maps, label selectors,
+//! string lists) are rendered the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

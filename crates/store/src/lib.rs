@@ -10,7 +10,8 @@
 //! - `mvcc`: applying commands and reading state, free of Raft;
 //! - `raft`: openraft storage, state machine, snapshots and the peer network;
 //! - [`watch`]: the watch hub; [`lease`]: lease clocks;
-//! - [`membership`]: a member publishing itself and noticing its removal.
+//! - [`membership`]: a member publishing itself and noticing its removal; [`scheduled`]:
+//!   verified snapshots taken on a schedule while this member leads.
 //!
 //! This crate knows nothing of etcd's wire protocol or of Kubernetes; those edges depend on it.
 
@@ -24,6 +25,7 @@ pub mod membership;
 mod mvcc;
 mod raft;
 pub mod restore;
+pub mod scheduled;
 pub mod schema;
 mod state;
 mod store;

@@ -6,7 +6,6 @@ mod client;
 mod master;
 mod member;
 mod node;
-mod scheduled;
 mod snapshot;
 mod up;
 

@@ -26,6 +26,7 @@ use trireme_store::StoreConfig;
 use trireme_store::identity;
 use trireme_store::identity::MemberIdentity;
 use trireme_store::membership;
+use trireme_store::scheduled;
 use trireme_store::types::Member;
 
 /// Flags of `trireme master`; names follow etcd's. Every flag can also come from
@@ -198,7 +199,7 @@ pub struct MasterConfig {
     pub peer_source_address: Option<std::net::IpAddr>,
     pub force_new_cluster: bool,
     /// Scheduled snapshots, if enabled.
-    pub snapshots: Option<crate::scheduled::ScheduleConfig>,
+    pub snapshots: Option<scheduled::ScheduleConfig>,
     pub listen_metrics: Option<SocketAddr>,
 }
 
@@ -381,7 +382,7 @@ impl MasterConfig {
                 if retention == 0 {
                     bail!("--snapshot-retention must keep at least one snapshot");
                 }
-                Some(crate::scheduled::ScheduleConfig {
+                Some(scheduled::ScheduleConfig {
                     interval: parse_duration("snapshot-interval", interval)?,
                     retention,
                     dir: args.snapshot_dir.clone().unwrap_or_else(|| data_dir.join("snapshots-scheduled")),
@@ -596,7 +597,7 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     });
     tokio::spawn(membership::publish_self(store.clone(), config.me(), shutdown.clone()));
     if let Some(schedule) = config.snapshots.clone() {
-        tokio::spawn(crate::scheduled::run(store.clone(), schedule, shutdown.clone()));
+        tokio::spawn(scheduled::run(store.clone(), schedule, shutdown.clone()));
     }
     let removed = tokio::spawn(membership::watch_removal(store.clone(), shutdown.clone()));
     tracing::info!(peer = ?config.listen_peer, client = ?config.listen_client, "master serving");
@@ -631,40 +632,13 @@ async fn serve_kubernetes_api(
 ) -> Result<()> {
     let hosts: Vec<String> = config.advertise_api_urls.iter().map(|u| host_of(u)).collect();
     let api_config = ApiConfig { hosts, registry: config.registry.clone() };
-    let mut delay = Duration::from_millis(100);
-    let server = loop {
-        let attempt = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            attempt = ApiServer::new(store.clone(), api_config.clone(), shutdown.clone()) => attempt,
-        };
-        match attempt {
-            Ok(server) => break server,
-            Err(e) => {
-                tracing::info!(error = %e, "Kubernetes API not ready yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
-    };
+    let Some(server) = ApiServer::when_ready(store, api_config, shutdown).await else { return Ok(()) };
     let servers: Vec<(String, String)> =
         config.advertise_api_urls.iter().map(|url| (config.name.clone(), url.clone())).take(1).collect();
     let kubeconfig = admin_kubeconfig(server.credentials(), &servers);
     write_private(&config.data_dir.join("admin.kubeconfig"), kubeconfig.as_bytes())?;
     tracing::info!(api = ?config.advertise_api_urls, "Kubernetes API serving");
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut listeners = listeners.into_iter();
-    let first = listeners.next();
-    for listener in listeners {
-        let router_server = ApiServer::new(store.clone(), api_config.clone(), shutdown.clone()).await?;
-        tasks.spawn(router_server.serve(listener));
-    }
-    if let Some(listener) = first {
-        tasks.spawn(server.serve(listener));
-    }
-    while let Some(ended) = tasks.join_next().await {
-        ended.context("Kubernetes API server task")?.context("Kubernetes API server")?;
-    }
-    Ok(())
+    server.serve_all(listeners).await.context("Kubernetes API server")
 }
 
 /// Writes a file only its owner can read, atomically.

@@ -12,16 +12,44 @@ use std::path::PathBuf;
 use std::time::Duration;
 use std::time::Instant;
 
-use anyhow::Context;
-use anyhow::Result;
 use tokio_util::sync::CancellationToken;
-use trireme_store::Store;
-use trireme_store::restore;
+
+use crate::Store;
+use crate::StoreError;
+use crate::backup::ArchiveError;
+use crate::restore;
 
 /// File names of scheduled snapshots: `snapshot-<UTC time>-rev<revision>.db`, so that name
 /// order is age order.
 const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".db";
+
+/// Why one scheduled snapshot failed (the schedule goes on).
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduledError {
+    /// The snapshot directory could not be read or written.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not take the snapshot.
+    #[error("taking the snapshot: {0}")]
+    Backup(#[source] StoreError),
+    /// The snapshot could not be written.
+    #[error("writing the snapshot: {0}")]
+    Save(#[source] ArchiveError),
+    /// The snapshot was written but does not restore to what was saved.
+    #[error("{} failed verification ({problem}); kept as {}", path.display(), failed.display())]
+    Unverified { path: PathBuf, failed: PathBuf, problem: String },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ScheduledError {
+    let path = path.to_path_buf();
+    move |source| ScheduledError::Io { what, path, source }
+}
 
 /// `--snapshot-interval`, `--snapshot-retention`, `--snapshot-dir`.
 #[derive(Debug, Clone)]
@@ -49,7 +77,7 @@ pub async fn run(store: Store, config: ScheduleConfig, shutdown: CancellationTok
             Ok(path) => tracing::info!(file = %path.display(), "scheduled snapshot saved and verified"),
             Err(e) => {
                 metrics::counter!("trireme_snapshots_total", "result" => "failed").increment(1);
-                tracing::error!(error = format!("{e:#}"), "scheduled snapshot failed");
+                tracing::error!(error = %e, "scheduled snapshot failed");
             }
         }
     }
@@ -72,12 +100,10 @@ fn describe_metrics() {
 }
 
 /// Saves, verifies and prunes once; returns the snapshot's path.
-async fn take(store: &Store, config: &ScheduleConfig) -> Result<PathBuf> {
-    tokio::fs::create_dir_all(&config.dir)
-        .await
-        .with_context(|| format!("creating --snapshot-dir {}", config.dir.display()))?;
+async fn take(store: &Store, config: &ScheduleConfig) -> Result<PathBuf, ScheduledError> {
+    tokio::fs::create_dir_all(&config.dir).await.map_err(io("creating --snapshot-dir", &config.dir))?;
     let started = Instant::now();
-    let archive = store.backup().await.context("taking the snapshot")?;
+    let archive = store.backup().await.map_err(ScheduledError::Backup)?;
     let name = format!(
         "{PREFIX}{}-rev{}{SUFFIX}",
         jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.3fZ"),
@@ -88,7 +114,7 @@ async fn take(store: &Store, config: &ScheduleConfig) -> Result<PathBuf> {
     // of verified snapshots, nor one that was not verified.
     let unverified = config.dir.join(format!("{name}.unverified"));
     let chunks = tokio_stream::wrappers::ReceiverStream::new(archive.stream());
-    let saved = restore::save_stream(chunks, &unverified, |_| {}).await.context("writing the snapshot")?;
+    let saved = restore::save_stream(chunks, &unverified, |_| {}).await.map_err(ScheduledError::Save)?;
     let save_time = started.elapsed();
     metrics::gauge!("trireme_snapshot_last_duration_seconds").set(save_time.as_secs_f64());
     metrics::gauge!("trireme_snapshot_last_size_bytes").set(saved.size as f64);
@@ -108,8 +134,8 @@ async fn take(store: &Store, config: &ScheduleConfig) -> Result<PathBuf> {
     if let Some(problem) = problem {
         metrics::gauge!("trireme_snapshot_last_verified").set(0.0);
         let failed = config.dir.join(format!("{name}.failed"));
-        tokio::fs::rename(&unverified, &failed).await?;
-        anyhow::bail!("{} failed verification ({problem}); kept as {}", path.display(), failed.display());
+        tokio::fs::rename(&unverified, &failed).await.map_err(io("renaming", &unverified))?;
+        return Err(ScheduledError::Unverified { path, failed, problem });
     }
     metrics::gauge!("trireme_snapshot_last_verified").set(1.0);
     metrics::counter!("trireme_snapshots_total", "result" => "verified").increment(1);
@@ -121,13 +147,13 @@ async fn take(store: &Store, config: &ScheduleConfig) -> Result<PathBuf> {
         verify_ms = verify_started.elapsed().as_millis() as u64,
         "scheduled snapshot"
     );
-    prune(&config.dir, config.retention - 1).await?;
-    tokio::fs::rename(&unverified, &path).await?;
+    prune(&config.dir, config.retention.saturating_sub(1)).await.map_err(io("pruning", &config.dir))?;
+    tokio::fs::rename(&unverified, &path).await.map_err(io("renaming", &unverified))?;
     Ok(path)
 }
 
 /// Deletes the oldest verified scheduled snapshots beyond `keep`.
-async fn prune(dir: &Path, keep: usize) -> Result<()> {
+async fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
     let mut names = Vec::new();
     let mut entries = tokio::fs::read_dir(dir).await?;
     while let Some(entry) = entries.next_entry().await? {
