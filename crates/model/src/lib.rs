@@ -29,5 +29,7 @@ pub mod resource;
 pub mod selector;
 pub mod strategy;
 pub mod table;
+#[cfg(test)]
+mod testing;
 pub mod validation;
 pub mod version;

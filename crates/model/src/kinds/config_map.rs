@@ -79,3 +79,44 @@ pub fn validate_config_map(cm: &ConfigMap, old: Option<&ConfigMap>) -> Vec<Field
 
 pub(crate) static CONFIG_MAP_COLUMNS: &[Column] =
     &[NAME, column("Data", "string", "Data contains the configuration data."), AGE];
+
+#[cfg(test)]
+mod tests {
+    mod validation {
+        use crate::testing::validation::*;
+
+        #[test]
+        fn config_map_keys_must_be_valid() {
+            let cm = ConfigMap {
+                metadata: meta("c"),
+                data: labels(&[("good.key_1", "v"), ("bad key", "v"), ("..hidden", "v")]),
+                ..ConfigMap::default()
+            };
+            let errs = messages(&validate_config_map(&cm, None));
+            assert_eq!(errs.len(), 2, "{errs:?}");
+            assert_eq!(errs[0], "data[..hidden]: Invalid value: \"..hidden\": must not start with '..'");
+            assert_eq!(errs[1], format!("data[bad key]: Invalid value: \"bad key\": {CONFIG_KEY_MESSAGE}"));
+        }
+
+        #[test]
+        fn an_immutable_config_map_cannot_change_its_data() {
+            let old = ConfigMap {
+                metadata: meta("c"),
+                data: labels(&[("a", "1")]),
+                immutable: Some(true),
+                ..ConfigMap::default()
+            };
+            assert!(validate_config_map(&old, Some(&old)).is_empty());
+            let new = ConfigMap { data: labels(&[("a", "2")]), ..old.clone() };
+            assert_eq!(
+                messages(&validate_config_map(&new, Some(&old))),
+                ["data: Forbidden: field is immutable when `immutable` is set"]
+            );
+            let mutable = ConfigMap { immutable: Some(false), ..old.clone() };
+            assert_eq!(
+                messages(&validate_config_map(&mutable, Some(&old))),
+                ["immutable: Forbidden: field is immutable when `immutable` is set"]
+            );
+        }
+    }
+}

@@ -184,3 +184,168 @@ pub(crate) fn deployment_cells(deployment: &Value, now: i128) -> Vec<Value> {
         selector.into(),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    mod validation {
+        use crate::testing::validation::*;
+
+        #[test]
+        fn a_valid_deployment_has_no_errors() {
+            assert!(validate_deployment(&deployment(&[("app", "web")], &[("app", "web")]), None).is_empty());
+        }
+
+        #[test]
+        fn a_deployment_needs_a_selector_matching_its_template() {
+            let errs = validate_deployment(&deployment(&[("app", "web")], &[("app", "api"), ("tier", "fe")]), None);
+            assert_eq!(
+                messages(&errs),
+                ["spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"api\", \"tier\":\"fe\"}: \
+                     `selector` does not match template `labels`"]
+            );
+            let mut d = deployment(&[], &[("app", "web")]);
+            if let Some(spec) = d.spec.as_mut() {
+                spec.selector = LabelSelector::default();
+            }
+            assert_eq!(
+                messages(&validate_deployment(&d, None)),
+                [
+                    "spec.selector: Required value",
+                    "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"web\"}: `selector` does \
+                     not match template `labels`",
+                ]
+            );
+        }
+
+        #[test]
+        fn an_empty_deployment_selector_is_invalid() {
+            let d = deployment(&[], &[("app", "web")]);
+            assert_eq!(
+                messages(&validate_deployment(&d, None)),
+                ["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{}, \
+                     MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment"]
+            );
+        }
+
+        #[test]
+        fn deployment_replicas_may_not_be_negative() {
+            let mut d = deployment(&[("app", "web")], &[("app", "web")]);
+            if let Some(spec) = d.spec.as_mut() {
+                spec.replicas = Some(-1);
+            }
+            assert_eq!(
+                messages(&validate_deployment(&d, None)),
+                ["spec.replicas: Invalid value: -1: must be greater than or equal to 0"]
+            );
+        }
+
+        #[test]
+        fn deployment_templates_must_restart_always() {
+            let mut d = deployment(&[("app", "web")], &[("app", "web")]);
+            if let Some(spec) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+                spec.restart_policy = Some("Never".into());
+            }
+            assert_eq!(
+                messages(&validate_deployment(&d, None)),
+                ["spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""]
+            );
+        }
+
+        #[test]
+        fn deployment_strategy_type_must_be_rolling_update_or_recreate() {
+            let mut d = deployment(&[("app", "web")], &[("app", "web")]);
+            if let Some(spec) = d.spec.as_mut() {
+                spec.strategy = Some(DeploymentStrategy { type_: Some("BlueGreen".into()), rolling_update: None });
+            }
+            assert_eq!(
+                messages(&validate_deployment(&d, None)),
+                [
+                    "spec.strategy.type: Unsupported value: \"BlueGreen\": supported values: \"Recreate\", \"RollingUpdate\""
+                ]
+            );
+        }
+
+        #[test]
+        fn max_surge_and_max_unavailable_may_not_both_be_zero() {
+            let mut d = deployment(&[("app", "web")], &[("app", "web")]);
+            if let Some(spec) = d.spec.as_mut() {
+                spec.strategy = Some(DeploymentStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: Some(RollingUpdateDeployment {
+                        max_surge: Some(IntOrString::Int(0)),
+                        max_unavailable: Some(IntOrString::String("0%".into())),
+                    }),
+                });
+            }
+            assert_eq!(
+                messages(&validate_deployment(&d, None)),
+                [
+                    "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: \"0%\": may not be 0 when `maxSurge` is 0"
+                ]
+            );
+        }
+
+        #[test]
+        fn rolling_update_values_must_be_counts_or_percentages() {
+            let mut d = deployment(&[("app", "web")], &[("app", "web")]);
+            if let Some(spec) = d.spec.as_mut() {
+                spec.strategy = Some(DeploymentStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: Some(RollingUpdateDeployment {
+                        max_surge: Some(IntOrString::String("lots".into())),
+                        max_unavailable: Some(IntOrString::String("150%".into())),
+                    }),
+                });
+            }
+            let errs = messages(&validate_deployment(&d, None));
+            assert_eq!(errs.len(), 2, "{errs:?}");
+            assert!(
+                errs[0].starts_with("spec.strategy.rollingUpdate.maxSurge: Invalid value: \"lots\": a valid percent")
+            );
+            assert_eq!(
+                errs[1],
+                "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: \"150%\": must not be greater than 100%"
+            );
+        }
+
+        #[test]
+        fn a_deployment_selector_is_immutable() {
+            let old = deployment(&[("app", "web")], &[("app", "web"), ("v", "2")]);
+            let new = deployment(&[("app", "web"), ("v", "2")], &[("app", "web"), ("v", "2")]);
+            assert_eq!(
+                messages(&validate_deployment(&new, Some(&old))),
+                ["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web\", \
+                     \"v\":\"2\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"]
+            );
+            assert!(validate_deployment(&old, Some(&old)).is_empty());
+        }
+    }
+    mod defaults {
+        use crate::testing::defaults::*;
+
+        #[test]
+        fn deployment_defaults_match_kubernetes() {
+            let mut d = Deployment::default();
+            default_deployment(&mut d);
+            let spec = d.spec.as_ref().expect("spec");
+            assert_eq!(spec.replicas, Some(1));
+            assert_eq!(spec.revision_history_limit, Some(10));
+            assert_eq!(spec.progress_deadline_seconds, Some(600));
+            let strategy = spec.strategy.as_ref().expect("strategy");
+            assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+            let rolling = strategy.rolling_update.as_ref().expect("rollingUpdate");
+            assert_eq!(rolling.max_surge, Some(IntOrString::String("25%".into())));
+            assert_eq!(rolling.max_unavailable, Some(IntOrString::String("25%".into())));
+            assert_eq!(spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()), Some("Always"));
+        }
+
+        #[test]
+        fn a_recreate_deployment_gets_no_rolling_update() {
+            let mut d = Deployment::default();
+            d.spec.get_or_insert_with(Default::default).strategy =
+                Some(DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None });
+            default_deployment(&mut d);
+            assert_eq!(d.spec.expect("spec").strategy.expect("strategy").rolling_update, None);
+        }
+    }
+}

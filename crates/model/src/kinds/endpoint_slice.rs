@@ -96,3 +96,19 @@ pub(crate) fn format_slice_endpoints(endpoints: &Value) -> String {
     let list: Vec<String> = items(endpoints).iter().flat_map(|e| items(&e["addresses"]).iter().map(text)).collect();
     list_with_more(&list, list.len(), 3)
 }
+
+#[cfg(test)]
+mod tests {
+    mod validation {
+        use crate::testing::validation::*;
+
+        #[test]
+        fn endpoint_slices_need_a_supported_address_type() {
+            let slice = EndpointSlice { metadata: meta("e"), address_type: "IPv5".into(), ..EndpointSlice::default() };
+            assert_eq!(
+                messages(&validate_endpoint_slice(&slice, None)),
+                ["addressType: Unsupported value: \"IPv5\": supported values: \"FQDN\", \"IPv4\", \"IPv6\""]
+            );
+        }
+    }
+}

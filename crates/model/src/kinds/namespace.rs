@@ -84,3 +84,36 @@ pub fn default_namespace_on_create(ns: &mut Namespace) {
 
 pub(crate) static NAMESPACE_COLUMNS: &[Column] =
     &[NAME, column("Status", "string", "The status of the namespace"), AGE];
+
+#[cfg(test)]
+mod tests {
+    mod validation {
+        use crate::testing::validation::*;
+
+        #[test]
+        fn namespace_names_must_be_dns_labels() {
+            let namespaces = resource("", "namespaces");
+            let ns = Namespace {
+                metadata: ObjectMeta { name: Some("team.a".into()), ..ObjectMeta::default() },
+                ..Namespace::default()
+            };
+            let errs = validate(namespaces, &ns);
+            assert_eq!(errs.len(), 1);
+            assert!(errs[0].message.contains("RFC 1123 label"), "{}", errs[0]);
+        }
+    }
+    mod defaults {
+        use crate::testing::defaults::*;
+
+        #[test]
+        fn namespace_is_active_and_gets_the_kubernetes_finalizer_on_create() {
+            let mut ns = Namespace::default();
+            default_namespace(&mut ns);
+            assert_eq!(ns.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Active"));
+            assert_eq!(ns.spec, None, "the finalizer is added on create only");
+            default_namespace_on_create(&mut ns);
+            default_namespace_on_create(&mut ns);
+            assert_eq!(ns.spec.and_then(|s| s.finalizers), Some(vec!["kubernetes".to_string()]));
+        }
+    }
+}

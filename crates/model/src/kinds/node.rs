@@ -131,3 +131,37 @@ pub(crate) fn node_cells(node: &Value, now: i128) -> Vec<Value> {
         or_unknown(&info["containerRuntimeVersion"]).into(),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    mod validation {
+        use crate::testing::validation::*;
+
+        #[test]
+        fn node_names_may_be_dns_subdomains() {
+            let nodes = resource("", "nodes");
+            let node = Node {
+                metadata: ObjectMeta { name: Some("node-1.example".into()), ..ObjectMeta::default() },
+                ..Node::default()
+            };
+            assert!(validate(nodes, &node).is_empty());
+        }
+    }
+    mod defaults {
+        use crate::testing::defaults::*;
+
+        #[test]
+        fn node_allocatable_defaults_to_capacity() {
+            let capacity = BTreeMap::from([("cpu".to_string(), Quantity("4".into()))]);
+            let mut node = Node {
+                status: Some(k8s_openapi::api::core::v1::NodeStatus {
+                    capacity: Some(capacity.clone()),
+                    ..Default::default()
+                }),
+                ..Node::default()
+            };
+            default_node(&mut node);
+            assert_eq!(node.status.expect("status").allocatable, Some(capacity));
+        }
+    }
+}

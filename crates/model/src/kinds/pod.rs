@@ -327,3 +327,252 @@ pub(crate) fn pod_field(pod: &Value, field: &str) -> Option<String> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    mod validation {
+        use crate::testing::validation::*;
+
+        #[test]
+        fn a_valid_pod_has_no_errors() {
+            assert_eq!(messages(&validate_pod(&pod(vec![container("web", "nginx")]), None)), Vec::<String>::new());
+        }
+
+        #[test]
+        fn a_pod_needs_at_least_one_container() {
+            let errs = validate_pod(&pod(vec![]), None);
+            assert_eq!(messages(&errs), ["spec.containers: Required value"]);
+        }
+
+        #[test]
+        fn container_names_are_required_dns_labels_and_unique() {
+            let errs = validate_pod(&pod(vec![container("", "nginx")]), None);
+            assert_eq!(messages(&errs), ["spec.containers[0].name: Required value"]);
+            let errs = validate_pod(&pod(vec![container("Web", "nginx")]), None);
+            assert!(
+                errs[0]
+                    .to_string()
+                    .starts_with("spec.containers[0].name: Invalid value: \"Web\": a lowercase RFC 1123 label")
+            );
+            let errs = validate_pod(&pod(vec![container("web", "nginx"), container("web", "redis")]), None);
+            assert_eq!(messages(&errs), ["spec.containers[1].name: Duplicate value: \"web\""]);
+        }
+
+        #[test]
+        fn init_and_regular_containers_share_one_name_space() {
+            let mut p = pod(vec![container("web", "nginx")]);
+            if let Some(spec) = p.spec.as_mut() {
+                let mut init = container("web", "busybox");
+                crate::defaults::default_container(&mut init);
+                spec.init_containers = Some(vec![init]);
+            }
+            assert_eq!(messages(&validate_pod(&p, None)), ["spec.containers[0].name: Duplicate value: \"web\""]);
+        }
+
+        #[test]
+        fn container_images_are_required() {
+            let mut c = container("web", "");
+            c.image = None;
+            assert_eq!(messages(&validate_pod(&pod(vec![c]), None)), ["spec.containers[0].image: Required value"]);
+        }
+
+        #[test]
+        fn container_ports_must_be_in_range() {
+            let mut c = container("web", "nginx");
+            c.ports = Some(vec![
+                ContainerPort { container_port: 70000, protocol: Some("TCP".into()), ..ContainerPort::default() },
+                ContainerPort { container_port: 80, protocol: Some("HTTP".into()), ..ContainerPort::default() },
+            ]);
+            let errs = validate_pod(&pod(vec![c]), None);
+            assert_eq!(
+                messages(&errs),
+                [
+                    "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+                    "spec.containers[0].ports[1].protocol: Unsupported value: \"HTTP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+                ]
+            );
+        }
+
+        #[test]
+        fn restart_policy_must_be_always_on_failure_or_never() {
+            let mut p = pod(vec![container("web", "nginx")]);
+            if let Some(spec) = p.spec.as_mut() {
+                spec.restart_policy = Some("Sometimes".into());
+            }
+            assert_eq!(
+                messages(&validate_pod(&p, None)),
+                [
+                    "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""
+                ]
+            );
+        }
+
+        #[test]
+        fn requests_may_not_exceed_limits() {
+            let mut c = container("web", "nginx");
+            let list = |v: &str| Some(BTreeMap::from([("cpu".to_string(), Quantity(v.into()))]));
+            c.resources =
+                Some(ResourceRequirements { requests: list("2"), limits: list("500m"), ..Default::default() });
+            assert_eq!(
+                messages(&validate_pod(&pod(vec![c.clone()]), None)),
+                [
+                    "spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 500m"
+                ]
+            );
+            c.resources =
+                Some(ResourceRequirements { requests: list("0.5"), limits: list("500m"), ..Default::default() });
+            assert!(validate_pod(&pod(vec![c.clone()]), None).is_empty());
+            c.resources = Some(ResourceRequirements { limits: list("lots"), ..Default::default() });
+            let errs = validate_pod(&pod(vec![c]), None);
+            assert!(errs[0].to_string().starts_with(
+                "spec.containers[0].resources.limits[cpu]: Invalid value: \"lots\": quantities must match"
+            ));
+        }
+
+        #[test]
+        fn probes_need_exactly_one_handler_and_liveness_succeeds_once() {
+            let mut c = container("web", "nginx");
+            c.liveness_probe = Some(Probe { success_threshold: Some(2), ..Probe::default() });
+            let errs = validate_pod(&pod(vec![c]), None);
+            assert_eq!(
+                messages(&errs),
+                [
+                    "spec.containers[0].livenessProbe: Required value: must specify a handler type",
+                    "spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1",
+                ]
+            );
+        }
+
+        #[test]
+        fn an_update_may_change_container_images() {
+            let old = pod(vec![container("web", "nginx:1")]);
+            let new = pod(vec![container("web", "nginx:2")]);
+            assert!(validate_pod(&new, Some(&old)).is_empty());
+        }
+
+        #[test]
+        fn an_update_may_not_change_other_pod_spec_fields() {
+            let old = pod(vec![container("web", "nginx:1")]);
+            let mut new = old.clone();
+            if let Some(spec) = new.spec.as_mut() {
+                spec.restart_policy = Some("Never".into());
+            }
+            let errs = validate_pod(&new, Some(&old));
+            assert_eq!(errs.len(), 1);
+            assert_eq!(errs[0].field, "spec");
+            assert_eq!(errs[0].reason, Reason::FieldValueForbidden);
+            assert!(errs[0].message.starts_with(&format!(
+                "Forbidden: pod updates may not change fields other than {POD_UPDATABLE_FIELDS}\n"
+            )));
+            assert!(
+                errs[0].message.contains("- spec.restartPolicy: \"Always\"\n+ spec.restartPolicy: \"Never\""),
+                "{}",
+                errs[0]
+            );
+        }
+
+        #[test]
+        fn an_update_may_add_tolerations_but_not_remove_them() {
+            let old = pod(vec![container("web", "nginx")]);
+            let mut added = old.clone();
+            if let Some(spec) = added.spec.as_mut() {
+                spec.tolerations.get_or_insert_with(Vec::new).push(Toleration {
+                    key: Some("dedicated".into()),
+                    operator: Some("Exists".into()),
+                    ..Toleration::default()
+                });
+            }
+            assert!(validate_pod(&added, Some(&old)).is_empty());
+            let errs = validate_pod(&old, Some(&added));
+            assert_eq!(
+                messages(&errs),
+                ["spec.tolerations: Forbidden: existing toleration can not be modified except its tolerationSeconds"]
+            );
+        }
+
+        #[test]
+        fn an_update_may_only_lower_active_deadline_seconds() {
+            let mut old = pod(vec![container("web", "nginx")]);
+            if let Some(spec) = old.spec.as_mut() {
+                spec.active_deadline_seconds = Some(100);
+            }
+            let mut new = old.clone();
+            if let Some(spec) = new.spec.as_mut() {
+                spec.active_deadline_seconds = Some(50);
+            }
+            assert!(validate_pod(&new, Some(&old)).is_empty());
+            let errs = validate_pod(&old, Some(&new));
+            assert_eq!(
+                messages(&errs),
+                ["spec.activeDeadlineSeconds: Invalid value: 100: must be less than or equal to previous value"]
+            );
+        }
+    }
+    mod defaults {
+        use crate::testing::defaults::*;
+
+        #[test]
+        fn pods_get_service_account_service_links_and_admission_defaults() {
+            let mut pod = pod_with(vec![container("nginx")]);
+            default_pod(&mut pod);
+            let spec = pod.spec.as_ref().expect("spec");
+            assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+            assert_eq!(spec.service_account.as_deref(), Some("default"));
+            assert_eq!(spec.enable_service_links, Some(true));
+            assert_eq!(spec.priority, Some(0));
+            assert_eq!(spec.preemption_policy.as_deref(), Some("PreemptLowerPriority"));
+            let tolerations = spec.tolerations.as_ref().expect("tolerations");
+            assert_eq!(tolerations.len(), 2);
+            assert_eq!(tolerations[0].toleration_seconds, Some(300));
+            default_pod(&mut pod);
+            assert_eq!(pod.spec.as_ref().and_then(|s| s.tolerations.as_ref()).map(Vec::len), Some(2), "idempotent");
+        }
+
+        #[test]
+        fn pod_requests_default_to_limits() {
+            let mut c = container("nginx");
+            c.resources = Some(ResourceRequirements {
+                limits: Some(BTreeMap::from([("cpu".to_string(), Quantity("500m".into()))])),
+                ..ResourceRequirements::default()
+            });
+            let mut pod = pod_with(vec![c]);
+            default_pod(&mut pod);
+            let resources = pod.spec.as_ref().expect("spec").containers[0].resources.clone().expect("resources");
+            assert_eq!(resources.requests.expect("requests")["cpu"], Quantity("500m".into()));
+        }
+
+        #[test]
+        fn pod_status_is_pending_on_create_with_a_qos_class() {
+            let mut pod = pod_with(vec![container("nginx")]);
+            default_pod(&mut pod);
+            default_pod_on_create(&mut pod);
+            let status = pod.status.as_ref().expect("status");
+            assert_eq!(status.phase.as_deref(), Some("Pending"));
+            assert_eq!(status.qos_class.as_deref(), Some("BestEffort"));
+
+            let mut running = pod_with(vec![container("nginx")]);
+            running.status = Some(PodStatus { phase: Some("Running".into()), ..PodStatus::default() });
+            default_pod_on_create(&mut running);
+            assert_eq!(running.status.expect("status").phase.as_deref(), Some("Running"));
+        }
+
+        #[test]
+        fn qos_class_follows_requests_and_limits() {
+            let with = |requests: &[(&str, &str)], limits: &[(&str, &str)]| {
+                let list = |items: &[(&str, &str)]| {
+                    Some(items.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect())
+                };
+                let mut c = container("nginx");
+                c.resources =
+                    Some(ResourceRequirements { requests: list(requests), limits: list(limits), ..Default::default() });
+                PodSpec { containers: vec![c], ..PodSpec::default() }
+            };
+            assert_eq!(qos_class(&with(&[], &[])), "BestEffort");
+            assert_eq!(qos_class(&with(&[("cpu", "100m")], &[])), "Burstable");
+            assert_eq!(
+                qos_class(&with(&[("cpu", "1"), ("memory", "1Gi")], &[("cpu", "1000m"), ("memory", "1024Mi")])),
+                "Guaranteed"
+            );
+        }
+    }
+}

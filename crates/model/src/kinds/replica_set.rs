@@ -107,3 +107,50 @@ pub(crate) fn replica_set_cells(replica_set: &Value, now: i128) -> Vec<Value> {
         selector.into(),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    mod validation {
+        use crate::testing::validation::*;
+
+        #[test]
+        fn a_replica_set_follows_the_same_selector_and_template_rules() {
+            let mut rs = ReplicaSet {
+                metadata: meta("web-1"),
+                spec: Some(ReplicaSetSpec {
+                    selector: LabelSelector { match_labels: labels(&[("app", "web")]), match_expressions: None },
+                    template: Some(template(&[("app", "web")])),
+                    ..ReplicaSetSpec::default()
+                }),
+                ..ReplicaSet::default()
+            };
+            default_replica_set(&mut rs);
+            assert!(validate_replica_set(&rs, None).is_empty());
+            let old = rs.clone();
+            if let Some(spec) = rs.spec.as_mut() {
+                spec.replicas = Some(-3);
+                spec.selector.match_labels = labels(&[("app", "other")]);
+            }
+            assert_eq!(
+                messages(&validate_replica_set(&rs, Some(&old))),
+                [
+                    "spec.replicas: Invalid value: -3: must be greater than or equal to 0",
+                    "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"web\"}: `selector` does \
+                     not match template `labels`",
+                    "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"other\"}, \
+                     MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable",
+                ]
+            );
+        }
+    }
+    mod defaults {
+        use crate::testing::defaults::*;
+
+        #[test]
+        fn replica_set_defaults_to_one_replica() {
+            let mut rs = ReplicaSet::default();
+            default_replica_set(&mut rs);
+            assert_eq!(rs.spec.expect("spec").replicas, Some(1));
+        }
+    }
+}

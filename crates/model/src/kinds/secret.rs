@@ -152,3 +152,67 @@ pub(crate) fn secret_cells(secret: &Value, now: i128) -> Vec<Value> {
     let data = i64::try_from(keys.len()).unwrap_or(i64::MAX);
     vec![name(secret), text(&secret["type"]).into(), data.into(), age(secret, now)]
 }
+
+#[cfg(test)]
+mod tests {
+    mod validation {
+        use crate::testing::validation::*;
+
+        #[test]
+        fn secret_keys_must_be_valid_and_types_need_their_keys() {
+            let mut secret = Secret {
+                metadata: meta("s"),
+                data: Some(BTreeMap::from([("bad/key".to_string(), ByteString(b"x".to_vec()))])),
+                type_: Some("Opaque".into()),
+                ..Secret::default()
+            };
+            let errs = messages(&validate_secret(&secret, None));
+            assert_eq!(errs, [format!("data[bad/key]: Invalid value: \"bad/key\": {CONFIG_KEY_MESSAGE}")]);
+            secret.data = None;
+            secret.type_ = Some("kubernetes.io/tls".into());
+            assert_eq!(
+                messages(&validate_secret(&secret, None)),
+                ["data[tls.crt]: Required value", "data[tls.key]: Required value"]
+            );
+        }
+
+        #[test]
+        fn an_immutable_secret_cannot_change_its_data_or_any_secret_its_type() {
+            let old = Secret {
+                metadata: meta("s"),
+                data: Some(BTreeMap::from([("a".to_string(), ByteString(b"1".to_vec()))])),
+                type_: Some("Opaque".into()),
+                immutable: Some(true),
+                ..Secret::default()
+            };
+            let new = Secret {
+                data: Some(BTreeMap::from([("a".to_string(), ByteString(b"2".to_vec()))])),
+                type_: Some("example.com/custom".into()),
+                ..old.clone()
+            };
+            assert_eq!(
+                messages(&validate_secret(&new, Some(&old))),
+                [
+                    "type: Invalid value: \"example.com/custom\": field is immutable",
+                    "data: Forbidden: field is immutable when `immutable` is set",
+                ]
+            );
+        }
+    }
+    mod defaults {
+        use crate::testing::defaults::*;
+
+        #[test]
+        fn secret_type_defaults_to_opaque_and_string_data_moves_to_data() {
+            let mut secret = Secret {
+                data: Some(BTreeMap::from([("a".to_string(), ByteString(b"old".to_vec()))])),
+                string_data: Some(BTreeMap::from([("a".to_string(), "new".to_string())])),
+                ..Secret::default()
+            };
+            default_secret(&mut secret);
+            assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+            assert_eq!(secret.string_data, None);
+            assert_eq!(secret.data.expect("data")["a"], ByteString(b"new".to_vec()));
+        }
+    }
+}

@@ -410,3 +410,229 @@ pub(crate) fn service_cells(service: &Value, now: i128) -> Vec<Value> {
         format_labels(&spec["selector"]).into(),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    mod validation {
+        use crate::testing::validation::*;
+
+        #[test]
+        fn service_names_must_be_dns_1035_labels() {
+            let services = resource("", "services");
+            let mut svc = service(vec![port(None, 80)]);
+            svc.metadata.name = Some("1web".into());
+            let errs = validate(services, &svc);
+            assert_eq!(errs.len(), 1);
+            assert!(errs[0].message.contains("a DNS-1035 label must consist of"), "{}", errs[0]);
+        }
+
+        #[test]
+        fn a_valid_service_has_no_errors() {
+            assert!(validate_service(&service(vec![port(None, 80)]), None).is_empty());
+        }
+
+        #[test]
+        fn services_need_ports_unless_headless_or_external_name() {
+            assert_eq!(messages(&validate_service(&service(vec![]), None)), ["spec.ports: Required value"]);
+            let mut headless = service(vec![]);
+            if let Some(spec) = headless.spec.as_mut() {
+                spec.cluster_ip = Some("None".into());
+                spec.cluster_ips = Some(vec!["None".into()]);
+            }
+            assert!(validate_service(&headless, None).is_empty());
+            let mut external = Service {
+                metadata: meta("db"),
+                spec: Some(ServiceSpec {
+                    type_: Some("ExternalName".into()),
+                    external_name: Some("db.example.com".into()),
+                    ..ServiceSpec::default()
+                }),
+                ..Service::default()
+            };
+            default_service(&mut external);
+            assert!(validate_service(&external, None).is_empty());
+        }
+
+        #[test]
+        fn service_ports_must_be_in_range() {
+            let errs = validate_service(&service(vec![port(None, 0)]), None);
+            assert_eq!(
+                messages(&errs),
+                [
+                    "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+                    "spec.ports[0].targetPort: Invalid value: 0: must be between 1 and 65535, inclusive",
+                ],
+                "targetPort defaults to the port, as in Kubernetes"
+            );
+        }
+
+        #[test]
+        fn several_service_ports_need_unique_names() {
+            let errs = validate_service(&service(vec![port(Some("http"), 80), port(None, 443)]), None);
+            assert_eq!(messages(&errs), ["spec.ports[1].name: Required value"]);
+            let errs = validate_service(&service(vec![port(Some("http"), 80), port(Some("http"), 443)]), None);
+            assert_eq!(messages(&errs), ["spec.ports[1].name: Duplicate value: \"http\""]);
+        }
+
+        #[test]
+        fn service_type_must_be_supported() {
+            let mut svc = service(vec![port(None, 80)]);
+            if let Some(spec) = svc.spec.as_mut() {
+                spec.type_ = Some("Magic".into());
+            }
+            assert_eq!(
+                messages(&validate_service(&svc, None)),
+                [
+                    "spec.type: Unsupported value: \"Magic\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
+                ]
+            );
+        }
+
+        #[test]
+        fn node_ports_are_only_for_node_port_and_load_balancer_services() {
+            let mut svc = service(vec![ServicePort { node_port: Some(30080), ..port(None, 80) }]);
+            assert_eq!(
+                messages(&validate_service(&svc, None)),
+                ["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"]
+            );
+            if let Some(spec) = svc.spec.as_mut() {
+                spec.type_ = Some("NodePort".into());
+                spec.external_traffic_policy = Some("Cluster".into());
+            }
+            assert!(validate_service(&svc, None).is_empty());
+        }
+
+        #[test]
+        fn a_set_cluster_ip_may_not_change() {
+            let mut old = service(vec![port(None, 80)]);
+            if let Some(spec) = old.spec.as_mut() {
+                spec.cluster_ip = Some("10.96.0.10".into());
+                spec.cluster_ips = Some(vec!["10.96.0.10".into()]);
+            }
+            let mut new = old.clone();
+            if let Some(spec) = new.spec.as_mut() {
+                spec.cluster_ip = Some("10.96.0.11".into());
+                spec.cluster_ips = Some(vec!["10.96.0.11".into()]);
+            }
+            assert_eq!(
+                messages(&validate_service(&new, Some(&old))),
+                ["spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.11\"}: may not change once set"]
+            );
+            let unallocated = service(vec![port(None, 80)]);
+            assert!(validate_service(&new, Some(&unallocated)).is_empty(), "the first assignment is allowed");
+        }
+
+        #[test]
+        fn a_cluster_ip_must_be_an_ip_address() {
+            let mut svc = service(vec![port(None, 80)]);
+            if let Some(spec) = svc.spec.as_mut() {
+                spec.cluster_ip = Some("ten".into());
+                spec.cluster_ips = Some(vec!["ten".into()]);
+            }
+            assert_eq!(
+                messages(&validate_service(&svc, None)),
+                [
+                    "spec.clusterIPs[0]: Invalid value: \"ten\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+                ]
+            );
+        }
+    }
+    mod defaults {
+        use crate::testing::defaults::*;
+
+        #[test]
+        fn service_defaults_match_kubernetes() {
+            let mut svc = Service {
+                spec: Some(ServiceSpec {
+                    ports: Some(vec![ServicePort { port: 80, ..ServicePort::default() }]),
+                    ..ServiceSpec::default()
+                }),
+                ..Service::default()
+            };
+            default_service(&mut svc);
+            let spec = svc.spec.as_ref().expect("spec");
+            assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+            assert_eq!(spec.session_affinity.as_deref(), Some("None"));
+            assert_eq!(spec.internal_traffic_policy.as_deref(), Some("Cluster"));
+            assert_eq!(spec.external_traffic_policy, None);
+            assert_eq!(spec.ip_family_policy.as_deref(), Some("SingleStack"));
+            assert_eq!(spec.ip_families, Some(vec!["IPv4".to_string()]));
+            assert_eq!(spec.cluster_ip, None, "allocation is done elsewhere");
+            let port = &spec.ports.as_ref().expect("ports")[0];
+            assert_eq!(port.protocol.as_deref(), Some("TCP"));
+            assert_eq!(port.target_port, Some(IntOrString::Int(80)));
+            assert!(svc.status.and_then(|s| s.load_balancer).is_some());
+        }
+
+        #[test]
+        fn node_port_services_get_an_external_traffic_policy() {
+            let mut svc = Service {
+                spec: Some(ServiceSpec { type_: Some("NodePort".into()), ..ServiceSpec::default() }),
+                ..Service::default()
+            };
+            default_service(&mut svc);
+            assert_eq!(svc.spec.expect("spec").external_traffic_policy.as_deref(), Some("Cluster"));
+        }
+
+        #[test]
+        fn external_name_services_get_no_ip_families() {
+            let mut svc = Service {
+                spec: Some(ServiceSpec { type_: Some("ExternalName".into()), ..ServiceSpec::default() }),
+                ..Service::default()
+            };
+            default_service(&mut svc);
+            let spec = svc.spec.expect("spec");
+            assert_eq!((spec.ip_families, spec.ip_family_policy, spec.internal_traffic_policy), (None, None, None));
+        }
+
+        #[test]
+        fn a_service_update_keeps_the_allocated_cluster_ip_and_node_ports() {
+            let mut old = Service {
+                spec: Some(ServiceSpec {
+                    type_: Some("NodePort".into()),
+                    cluster_ip: Some("10.96.0.7".into()),
+                    ports: Some(vec![ServicePort { port: 80, node_port: Some(30080), ..ServicePort::default() }]),
+                    ..ServiceSpec::default()
+                }),
+                ..Service::default()
+            };
+            default_service(&mut old);
+            let mut new = Service {
+                spec: Some(ServiceSpec {
+                    type_: Some("NodePort".into()),
+                    ports: Some(vec![ServicePort { port: 80, ..ServicePort::default() }]),
+                    ..ServiceSpec::default()
+                }),
+                ..Service::default()
+            };
+            default_service(&mut new);
+            default_service_on_update(&mut new, &old);
+            let spec = new.spec.expect("spec");
+            assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.7"));
+            assert_eq!(spec.cluster_ips, Some(vec!["10.96.0.7".to_string()]));
+            assert_eq!(spec.ports.expect("ports")[0].node_port, Some(30080));
+        }
+
+        #[test]
+        fn switching_a_service_to_external_name_drops_its_cluster_ip() {
+            let mut old = Service {
+                spec: Some(ServiceSpec {
+                    cluster_ip: Some("10.96.0.7".into()),
+                    ports: Some(vec![ServicePort { port: 80, ..ServicePort::default() }]),
+                    ..ServiceSpec::default()
+                }),
+                ..Service::default()
+            };
+            default_service(&mut old);
+            let mut new = old.clone();
+            if let Some(spec) = new.spec.as_mut() {
+                spec.type_ = Some("ExternalName".into());
+                spec.external_name = Some("db.example.com".into());
+            }
+            default_service(&mut new);
+            default_service_on_update(&mut new, &old);
+            let spec = new.spec.expect("spec");
+            assert_eq!((spec.cluster_ip, spec.cluster_ips, spec.ip_families), (None, None, None));
+        }
+    }
+}
