@@ -31,6 +31,7 @@ use crate::registry::WatchOptions;
 use crate::registry::object_name;
 use trireme_model::resource::ResourceType;
 use trireme_model::version::ReadAt;
+use trireme_store::StoreError;
 
 /// The key of a namespaced object (`namespace/name`) or a cluster-scoped one (`name`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -317,10 +318,32 @@ impl<K: Clone + Eq + std::hash::Hash + Send + Sync + 'static> WorkQueue<K> {
     }
 }
 
+/// The longest one reconcile may take. One that takes longer is abandoned and retried with
+/// backoff like a failure: a reconcile stuck on a call that never answers must not hold its key
+/// (and every later change of it) for ever. Controllers are level-triggered, so a reconcile cut
+/// short is simply done again.
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs `workers` workers taking keys from `queue` and reconciling them until `shutdown`;
-/// failures are retried with backoff, `RequeueAfter` is honoured.
+/// failures (and reconciles running past [`RECONCILE_TIMEOUT`]) are retried with backoff,
+/// `RequeueAfter` is honoured.
 pub async fn run_workers<K, F, Fut>(queue: Arc<WorkQueue<K>>, workers: usize, shutdown: CancellationToken, reconcile: F)
 where
+    K: Clone + Eq + std::hash::Hash + Send + Sync + std::fmt::Display + 'static,
+    F: Fn(K) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, RegistryError>> + Send,
+{
+    run_workers_timed(queue, workers, RECONCILE_TIMEOUT, shutdown, reconcile).await;
+}
+
+/// [`run_workers`] with the time one reconcile may take.
+async fn run_workers_timed<K, F, Fut>(
+    queue: Arc<WorkQueue<K>>,
+    workers: usize,
+    limit: Duration,
+    shutdown: CancellationToken,
+    reconcile: F,
+) where
     K: Clone + Eq + std::hash::Hash + Send + Sync + std::fmt::Display + 'static,
     F: Fn(K) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Action, RegistryError>> + Send,
@@ -335,7 +358,13 @@ where
                     _ = shutdown.cancelled() => return,
                     key = queue.next() => key,
                 };
-                let result = reconcile(key.clone()).await;
+                let result = match tokio::time::timeout(limit, reconcile(key.clone())).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(key = %key, timeout = ?limit, "reconcile timed out; will retry");
+                        Err(RegistryError::Store(StoreError::Timeout))
+                    }
+                };
                 match result {
                     Ok(action) => {
                         queue.done(&key, true);
@@ -377,6 +406,29 @@ mod tests {
         let key = queue.next().await;
         let second = queue.done(&key, false).expect("backoff");
         assert!(second > first, "backoff grows: {first:?} then {second:?}");
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_that_never_returns_is_abandoned_and_its_key_retried() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let queue: Arc<WorkQueue<String>> = Arc::default();
+        queue.add("stuck".into());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let (counted, stop) = (calls.clone(), shutdown.clone());
+        let limit = Duration::from_millis(50);
+        let workers = run_workers_timed(queue, 1, limit, shutdown, move |_key: String| {
+            let (counted, stop) = (counted.clone(), stop.clone());
+            async move {
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    std::future::pending::<()>().await;
+                }
+                stop.cancel();
+                Ok(Action::Await)
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), workers).await.expect("the stuck reconcile is given up");
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "the key was reconciled again after the first attempt hung");
     }
 
     #[test]
