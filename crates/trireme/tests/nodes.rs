@@ -190,7 +190,9 @@ async fn pods_outlive_a_dead_leader_every_master_down_and_a_dead_node() -> Resul
         eprintln!("--- SIGKILL node-1 (and its containers): its pods are replaced on node-2");
         nodes.kill(0).await?;
         nodes.kill_containers(0);
-        eventually("6 ready pods on node-2", Duration::from_secs(90), || async {
+        // Usually converges within seconds; in some full-suite runs (four tests in parallel) the
+        // first evictions after every master restarted came ~45 s late (docs/chaos.md tracks it).
+        eventually("6 ready pods on node-2", Duration::from_secs(180), || async {
             let pods = ready_pods(&cluster, "app=web").await?;
             let on_2 = pods.iter().filter(|p| p["spec"]["nodeName"] == "node-2").count();
             ensure!(on_2 == 6, "{on_2} ready on node-2, {} ready in all", pods.len());
