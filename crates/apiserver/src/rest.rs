@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::response::Response;
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use serde_json::Value;
 use serde_json::json;
 use trireme_model::patch;
@@ -27,6 +28,7 @@ use trireme_registry::RegistryError;
 use trireme_registry::Scope;
 use trireme_registry::WatchOptions;
 use trireme_registry::WriteOptions;
+use trireme_registry::token::TokenGrant;
 
 use crate::ApiState;
 use crate::discovery;
@@ -429,8 +431,8 @@ impl Call {
 
     async fn get_scale(self) -> Result<Response, Failure> {
         self.check_scalable()?;
-        let object = self.state.registry.get(self.rt(), self.ns(), self.name(), self.read_at()?).await?;
-        Ok(json_response(StatusCode::OK, &scale_of(&object)))
+        let scale = self.state.registry.get_scale(self.rt(), self.ns(), self.name(), self.read_at()?).await?;
+        Ok(json_response(StatusCode::OK, &scale))
     }
 
     async fn change_scale(self) -> Result<Response, Failure> {
@@ -442,43 +444,13 @@ impl Call {
             } else {
                 None
             };
-        let written = self
-            .state
-            .registry
-            .update_with(
-                self.rt(),
-                self.ns(),
-                self.name(),
-                Scope::Main,
-                &self.write_options(),
-                |current| {
-                    let scale = scale_of(current);
-                    let wanted = match patch_kind {
-                        Some(kind) => {
-                            kind.apply(&scale, &body).map_err(|e| RegistryError::BadRequest(e.to_string()))?
-                        }
-                        None => body.clone(),
-                    };
-                    let replicas = wanted.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
-                    if replicas < 0 {
-                        return Err(RegistryError::Invalid {
-                            kind: "Scale.autoscaling".into(),
-                            name: self.name().into(),
-                            causes: vec![trireme_model::field::FieldError::invalid(
-                                "spec.replicas",
-                                replicas,
-                                "must be greater than or equal to 0",
-                            )],
-                        });
-                    }
-                    let mut next = current.clone();
-                    next["spec"]["replicas"] = json!(replicas);
-                    Ok(next)
-                },
-                None,
-            )
-            .await?;
-        Ok(json_response(StatusCode::OK, &scale_of(&written.object)))
+        let wanted = |scale: &Value| match patch_kind {
+            Some(kind) => kind.apply(scale, &body).map_err(|e| RegistryError::BadRequest(e.to_string())),
+            None => Ok(body.clone()),
+        };
+        let options = self.write_options();
+        let scale = self.state.registry.update_scale(self.rt(), self.ns(), self.name(), &options, wanted).await?;
+        Ok(json_response(StatusCode::OK, &scale))
     }
 
     /// `POST pods/<name>/binding`: assigns the pod to a node, once.
@@ -505,38 +477,28 @@ impl Call {
         if self.rt().plural != "serviceaccounts" {
             return Err(Failure::no_route());
         }
-        let account = self.state.registry.get(self.rt(), self.ns(), self.name(), version::ReadAt::Latest).await?;
         // kubectl may send the request as protobuf; its only inputs are optional, so a body
         // this server cannot read means the defaults.
-        let request = if self.body.is_empty() { json!({}) } else { self.body_value().unwrap_or_else(|_| json!({})) };
-        let audiences: Vec<String> = request
-            .pointer("/spec/audiences")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
-        let seconds =
-            request.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600).clamp(600, 86_400 * 365);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let now = i64::try_from(now).unwrap_or(i64::MAX);
-        let reference = crate::tokens::ServiceAccountRef {
-            namespace: self.ns().unwrap_or_default().to_string(),
-            name: self.name().to_string(),
-            uid: account.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string(),
+        let request: TokenRequest = if self.body.is_empty() {
+            TokenRequest::default()
+        } else {
+            self.body_value().ok().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default()
         };
-        let token = self
-            .state
-            .tokens
-            .issue(&reference, &audiences, now, seconds)
-            .map_err(|e| Failure::from(RegistryError::Internal(e.to_string())))?;
-        let expires = jiff::Timestamp::from_second(now + seconds).map(|t| t.to_string()).unwrap_or_default();
-        let body = json!({
-            "kind": "TokenRequest",
-            "apiVersion": "authentication.k8s.io/v1",
-            "metadata": {"name": self.name(), "namespace": self.ns(), "creationTimestamp": trireme_registry::now()},
-            "spec": {"audiences": if audiences.is_empty() { vec![crate::tokens::ISSUER.to_string()] } else { audiences }, "expirationSeconds": seconds},
-            "status": {"token": token, "expirationTimestamp": expires},
-        });
-        Ok(json_response(StatusCode::CREATED, &body))
+        let namespace = self.ns().unwrap_or_default();
+        let sign = |grant: &TokenGrant<'_>| {
+            let reference = crate::tokens::ServiceAccountRef {
+                namespace: namespace.to_string(),
+                name: self.name().to_string(),
+                uid: grant.account.metadata.uid.clone().unwrap_or_default(),
+            };
+            self.state
+                .tokens
+                .issue(&reference, grant.audiences, grant.issued_at, grant.seconds)
+                .map_err(|e| e.to_string())
+        };
+        let issued =
+            self.state.registry.token_request(namespace, self.name(), request, crate::tokens::ISSUER, sign).await?;
+        Ok(json_response(StatusCode::CREATED, &trireme_registry::to_value(&issued)?))
     }
 
     /// `POST pods/<name>/eviction`: deletes the pod (there are no disruption budgets to check).
@@ -664,35 +626,6 @@ fn success_status() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
 }
 
-/// The `autoscaling/v1` Scale of a deployment, replica set or replication controller (whose
-/// selector is a plain label map rather than a `LabelSelector`).
-fn scale_of(object: &Value) -> Value {
-    let meta = &object["metadata"];
-    let selector = object.pointer("/spec/selector");
-    let selector = selector
-        .and_then(|s| s.get("matchLabels"))
-        .or_else(|| selector.filter(|s| s.as_object().is_some_and(|m| m.values().all(Value::is_string))))
-        .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
-        .unwrap_or_default();
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta["uid"],
-            "resourceVersion": meta["resourceVersion"],
-            "creationTimestamp": meta["creationTimestamp"],
-        },
-        "spec": {"replicas": object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
-        "status": {
-            "replicas": object.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
-            "selector": selector,
-        },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -727,20 +660,5 @@ mod tests {
         headers.insert(header::CONTENT_TYPE, "application/json".parse().expect("header"));
         let failure = decode_body(&headers, b"{\"a\":").expect_err("truncated");
         assert_eq!(failure.code, StatusCode::BAD_REQUEST);
-    }
-
-    #[test]
-    fn scale_reports_replicas_and_selector() {
-        let deploy = json!({
-            "metadata": {"name": "web", "namespace": "default", "resourceVersion": "7"},
-            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}},
-            "status": {"replicas": 2},
-        });
-        let scale = scale_of(&deploy);
-        assert_eq!(scale["spec"]["replicas"], 3);
-        assert_eq!(scale["status"]["selector"], "app=web");
-        assert_eq!(scale["metadata"]["resourceVersion"], "7");
-        let rc = json!({"metadata": {"name": "web"}, "spec": {"replicas": 2, "selector": {"app": "web"}}});
-        assert_eq!(scale_of(&rc)["status"]["selector"], "app=web");
     }
 }

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +31,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use trireme_model::kinds::Deployments;
+use trireme_model::kinds::ReplicaSets;
+use trireme_model::strategy::Kind;
 use trireme_model::version::ReadAt;
 use trireme_registry::ChangeType;
 use trireme_registry::DeleteOptions;
@@ -39,14 +42,14 @@ use trireme_registry::Preconditions;
 use trireme_registry::RegistryError;
 use trireme_registry::Scope;
 use trireme_registry::WriteOptions;
+use trireme_registry::controller::Controller;
+use trireme_registry::controller::controller_key;
 use trireme_registry::events::EventType;
 use trireme_registry::events::Recorder;
-use trireme_registry::informer::Action;
+use trireme_registry::from_value;
 use trireme_registry::informer::Event;
 use trireme_registry::informer::ObjectKey;
-use trireme_registry::informer::WorkQueue;
-use trireme_registry::informer::run_workers;
-use trireme_registry::labels_of;
+use trireme_registry::workqueue::Action;
 
 use crate::Context;
 use crate::util;
@@ -1105,100 +1108,63 @@ fn remove_condition(status: &mut DeploymentStatus, type_: &str) {
     }
 }
 
-struct Controller {
+struct Reconciler {
     ctx: Context,
-    queue: Arc<WorkQueue<ObjectKey>>,
     recorder: Recorder,
 }
 
 /// Runs until `stop`.
-pub async fn run(ctx: Context, stop: CancellationToken) {
-    let controller = Arc::new(Controller {
-        recorder: ctx.recorder("deployment-controller"),
-        ctx,
-        queue: Arc::new(WorkQueue::default()),
-    });
-    // Subscribe before the first await: the informers start right after this task is spawned.
-    let c = controller.clone();
-    controller.ctx.informers.deployments.subscribe(move |event| c.queue.add(ObjectKey::of(&event.object)));
-    let c = controller.clone();
-    controller.ctx.informers.replica_sets.subscribe(move |event| c.on_replica_set(event));
-    let c = controller.clone();
-    controller.ctx.informers.pods.subscribe(move |event| c.on_pod(event));
-    tokio::select! {
-        _ = stop.cancelled() => return,
-        _ = async {
-            controller.ctx.informers.deployments.synced().await;
-            controller.ctx.informers.replica_sets.synced().await;
-            controller.ctx.informers.pods.synced().await;
-        } => {}
-    }
-    tracing::debug!("deployment controller started");
-    let queue = controller.queue.clone();
-    run_workers(queue, WORKERS, stop, move |key| {
-        let controller = controller.clone();
-        async move { controller.reconcile(key).await }
+pub fn run(ctx: Context, stop: CancellationToken) -> impl Future<Output = ()> + Send {
+    let reconciler = Arc::new(Reconciler { recorder: ctx.recorder("deployment-controller"), ctx });
+    let informers = &reconciler.ctx.informers;
+    let (on_rs, on_pod) = (reconciler.clone(), reconciler.clone());
+    let controller = Controller::new("deployment-controller")
+        .workers(WORKERS)
+        .primary(&informers.deployments)
+        .owns(&informers.replica_sets)
+        .watches(&informers.replica_sets, move |event| on_rs.orphan_selected(event))
+        .watches(&informers.pods, move |event| on_pod.recreate_waiting(event));
+    controller.run(stop, move |key| {
+        let reconciler = reconciler.clone();
+        async move { reconciler.reconcile(key).await }
     })
-    .await;
 }
 
-/// The Deployment controlling a cached object.
-fn owning_deployment(object: &Value) -> Option<ObjectKey> {
-    let (kind, name, _) = util::controller_of_value(object)?;
-    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
-    (kind == "Deployment").then(|| ObjectKey::new(namespace, name))
-}
-
-impl Controller {
-    fn on_replica_set(&self, event: &Event) {
-        let owner = owning_deployment(&event.object);
-        if let Some(previous) = event.old.as_deref().and_then(owning_deployment)
-            && Some(&previous) != owner.as_ref()
-        {
-            self.queue.add(previous);
+impl Reconciler {
+    /// An orphan ReplicaSet: any Deployment selecting it may adopt it.
+    fn orphan_selected(&self, event: &Event<ReplicaSet>) -> Vec<ObjectKey> {
+        let meta = &event.object.metadata;
+        if util::controller_of(meta).is_some() || event.kind == ChangeType::Deleted {
+            return Vec::new();
         }
-        if let Some(owner) = owner {
-            self.queue.add(owner);
-        } else if util::controller_of_value(&event.object).is_none() && event.kind != ChangeType::Deleted {
-            // An orphan: any Deployment selecting it may adopt it.
-            let Some(namespace) = event.object.pointer("/metadata/namespace").and_then(Value::as_str) else { return };
-            let labels = labels_of(&event.object);
-            for d in self.ctx.informers.deployments.list_namespace(namespace) {
-                let Some(Ok(selector)) = d.pointer("/spec/selector").map(util::decode) else { continue };
-                if util::selector_of(&selector).is_some_and(|s| s.matches(&labels)) {
-                    self.queue.add(ObjectKey::of(&d));
-                }
-            }
-        }
+        let labels = util::labels(meta);
+        let namespace = meta.namespace.as_deref().unwrap_or_default();
+        self.ctx
+            .informers
+            .deployments
+            .list_namespace(namespace)
+            .iter()
+            .filter(|d| {
+                d.spec.as_ref().and_then(|spec| util::selector_of(&spec.selector)).is_some_and(|s| s.matches(&labels))
+            })
+            .map(|d| ObjectKey::of_meta(&d.metadata))
+            .collect()
     }
 
     /// A Recreate rollout waits for old pods to be gone, which only pod events tell.
-    fn on_pod(&self, event: &Event) {
-        let deleting = event.object.pointer("/metadata/deletionTimestamp").is_some();
-        if event.kind != ChangeType::Deleted && !deleting {
-            return;
+    fn recreate_waiting(&self, event: &Event<Pod>) -> Option<ObjectKey> {
+        let meta = &event.object.metadata;
+        if event.kind != ChangeType::Deleted && !util::terminating(meta) {
+            return None;
         }
-        let Some((kind, rs_name, _)) = util::controller_of_value(&event.object) else { return };
-        if kind != "ReplicaSet" {
-            return;
-        }
-        let namespace = event.object.pointer("/metadata/namespace").and_then(Value::as_str);
-        let Some(rs) = self.ctx.informers.replica_sets.get(&ObjectKey::new(namespace, rs_name)) else { return };
-        let Some(key) = owning_deployment(&rs) else { return };
-        let recreate = self
-            .ctx
-            .informers
-            .deployments
-            .get(&key)
-            .is_some_and(|d| d.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("Recreate"));
-        if recreate {
-            self.queue.add(key);
-        }
+        let rs = self.ctx.informers.replica_sets.get(&controller_key(meta, "ReplicaSet")?)?;
+        let key = controller_key(&rs.metadata, "Deployment")?;
+        let recreate = self.ctx.informers.deployments.get(&key).is_some_and(|d| is_recreate(&d));
+        recreate.then_some(key)
     }
 
     async fn reconcile(&self, key: ObjectKey) -> Result<Action, RegistryError> {
-        let Some(object) = self.ctx.informers.deployments.get(&key) else { return Ok(Action::Await) };
-        let d: Deployment = util::decode(&object)?;
+        let Some(d) = self.ctx.informers.deployments.get(&key) else { return Ok(Action::Await) };
         let namespace = key.namespace.clone().unwrap_or_default();
         let uid = d.metadata.uid.clone().unwrap_or_default();
         let replica_sets: Vec<ReplicaSet> = self
@@ -1207,87 +1173,72 @@ impl Controller {
             .replica_sets
             .list_namespace(&namespace)
             .iter()
-            .filter(|rs| util::controller_of_value(rs).is_none_or(|(_, _, owner)| owner == uid))
-            .filter_map(|rs| util::decode(rs).ok())
+            .filter(|rs| util::controller_of(&rs.metadata).is_none_or(|owner| owner.uid == uid))
+            .map(|rs| (**rs).clone())
             .collect();
         let pods: Vec<Pod> = if is_recreate(&d) {
-            let uids: HashSet<&str> = replica_sets
+            replica_sets
                 .iter()
                 .filter(|rs| util::controller_of(&rs.metadata).is_some_and(|r| r.uid == uid))
                 .filter_map(|rs| rs.metadata.uid.as_deref())
-                .collect();
-            self.ctx
-                .informers
-                .pods
-                .list_namespace(&namespace)
-                .iter()
-                .filter(|p| util::controller_of_value(p).is_some_and(|(_, _, owner)| uids.contains(owner)))
-                .filter_map(|p| util::decode(p).ok())
+                .flat_map(|rs_uid| {
+                    let controlled =
+                        move |p: &Arc<Pod>| util::controller_of(&p.metadata).is_some_and(|r| r.uid == rs_uid);
+                    self.ctx.informers.pods.owned_by(rs_uid).into_iter().filter(controlled)
+                })
+                .map(|p| (*p).clone())
                 .collect()
         } else {
             Vec::new()
         };
         let plan = plan(&d, &replica_sets, &pods, util::now());
         tracing::debug!(deployment = %key, steps = plan.steps.len(), "deployment reconciled");
-        self.execute(&key, &object, &d, plan.steps).await?;
+        self.execute(&key, &d, plan.steps).await?;
         Ok(plan.requeue_after.map_or(Action::Await, Action::RequeueAfter))
     }
 
     /// Executes `steps` in order, stopping at the first failure.
-    async fn execute(
-        &self,
-        key: &ObjectKey,
-        object: &Value,
-        d: &Deployment,
-        steps: Vec<Step>,
-    ) -> Result<(), RegistryError> {
+    async fn execute(&self, key: &ObjectKey, d: &Deployment, steps: Vec<Step>) -> Result<(), RegistryError> {
         // The Deployment's own writes are conditional on the version the plan was made from.
         let mut version = d.metadata.resource_version.clone();
         for step in steps {
             match step {
                 Step::Adopt { name, uid } => {
-                    let owner = to_value(&util::controller_ref("apps/v1", "Deployment", &d.metadata))?;
-                    self.write_replica_set(key, &name, None, |current| {
-                        let mut next = current.clone();
-                        if uid_of(current) == Some(uid.as_str()) && util::controller_of_value(current).is_none() {
-                            let refs = current.pointer("/metadata/ownerReferences").and_then(Value::as_array);
-                            let refs = refs.cloned().unwrap_or_default().into_iter().chain([owner.clone()]);
-                            next["metadata"]["ownerReferences"] = Value::Array(refs.collect());
+                    let owner = util::controller_ref("apps/v1", "Deployment", &d.metadata);
+                    self.write_replica_set(key, &name, None, |rs| {
+                        if rs.metadata.uid.as_deref() == Some(uid.as_str())
+                            && util::controller_of(&rs.metadata).is_none()
+                        {
+                            rs.metadata.owner_references.get_or_insert_with(Vec::new).push(owner.clone());
                         }
-                        next
                     })
                     .await?;
                 }
                 Step::Release { name, uid } => {
-                    let d_uid = json!(d.metadata.uid);
-                    self.write_replica_set(key, &name, None, |current| {
-                        let mut next = current.clone();
-                        if uid_of(current) == Some(uid.as_str())
-                            && let Some(refs) =
-                                next.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut)
+                    let d_uid = d.metadata.uid.clone().unwrap_or_default();
+                    self.write_replica_set(key, &name, None, |rs| {
+                        if rs.metadata.uid.as_deref() == Some(uid.as_str())
+                            && let Some(refs) = rs.metadata.owner_references.as_mut()
                         {
-                            refs.retain(|r| r["uid"] != d_uid);
+                            refs.retain(|r| r.uid != d_uid);
                         }
-                        next
                     })
                     .await?;
                 }
-                Step::Create { rs, events } => self.create_replica_set(key, object, d, &rs, events, &version).await?,
-                Step::Update { rs, events } => {
-                    let name = name_of(&rs.metadata).to_string();
-                    let spec = rs.spec.clone().unwrap_or_default();
-                    let annotations = to_value(&rs.metadata.annotations)?;
-                    self.write_replica_set(key, &name, rs.metadata.resource_version.clone(), |current| {
-                        let mut next = current.clone();
-                        next["spec"]["replicas"] = json!(spec.replicas);
-                        next["spec"]["minReadySeconds"] = json!(spec.min_ready_seconds.unwrap_or(0));
-                        next["metadata"]["annotations"] = annotations.clone();
-                        next
+                Step::Create { rs, events } => self.create_replica_set(key, d, &rs, events, &version).await?,
+                Step::Update { rs: wanted, events } => {
+                    let name = name_of(&wanted.metadata).to_string();
+                    let spec = wanted.spec.clone().unwrap_or_default();
+                    self.write_replica_set(key, &name, wanted.metadata.resource_version.clone(), |rs| {
+                        let current = rs.spec.get_or_insert_with(Default::default);
+                        current.replicas = spec.replicas;
+                        current.min_ready_seconds = Some(spec.min_ready_seconds.unwrap_or(0));
+                        rs.metadata.annotations = wanted.metadata.annotations.clone();
                     })
                     .await?;
                     for message in events {
                         tracing::info!(deployment = %key, rs = %name, %message, "scaled replica set");
-                        self.recorder.record(object, EventType::Normal, "ScalingReplicaSet", &message).await;
+                        self.recorder.record(d, EventType::Normal, "ScalingReplicaSet", &message).await;
                     }
                 }
                 Step::Delete { name, uid } => {
@@ -1295,8 +1246,8 @@ impl Controller {
                         preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
                         ..Default::default()
                     };
-                    let replica_sets = crate::rt("apps", "replicasets");
-                    match self.ctx.registry.delete(replica_sets, key.namespace.as_deref(), &name, &options).await {
+                    let namespace = key.namespace.as_deref();
+                    match self.ctx.registry.delete(ReplicaSets::RESOURCE, namespace, &name, &options).await {
                         Ok(_) => tracing::info!(deployment = %key, rs = %name, "deleted old replica set"),
                         // Gone already, or replaced by another of the same name.
                         Err(RegistryError::NotFound { .. } | RegistryError::Conflict { .. }) => {}
@@ -1304,23 +1255,16 @@ impl Controller {
                     }
                 }
                 Step::SetRevision(revision) => {
-                    let set = |current: &Value| {
-                        let mut next = current.clone();
-                        if !next["metadata"]["annotations"].is_object() {
-                            next["metadata"]["annotations"] = json!({});
-                        }
-                        next["metadata"]["annotations"][REVISION] = json!(revision);
-                        next
+                    let set = |d: &mut Deployment| {
+                        d.metadata
+                            .annotations
+                            .get_or_insert_with(BTreeMap::new)
+                            .insert(REVISION.into(), revision.clone());
                     };
                     version = self.write_deployment(key, Scope::Main, version, set).await?;
                 }
                 Step::UpdateStatus(status) => {
-                    let status = to_value(&status)?;
-                    let set = |current: &Value| {
-                        let mut next = current.clone();
-                        next["status"] = status.clone();
-                        next
-                    };
+                    let set = |d: &mut Deployment| d.status = Some(status.clone());
                     version = self.write_deployment(key, Scope::Status, version, set).await?;
                 }
             }
@@ -1335,15 +1279,14 @@ impl Controller {
         key: &ObjectKey,
         name: &str,
         version: Option<String>,
-        change: impl Fn(&Value) -> Value,
+        change: impl FnMut(&mut ReplicaSet),
     ) -> Result<(), RegistryError> {
         let options = WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() };
-        let replica_sets = crate::rt("apps", "replicasets");
         let namespace = key.namespace.as_deref();
         let result = self
             .ctx
             .registry
-            .update_with(replica_sets, namespace, name, Scope::Main, &options, |c| Ok(change(c)), version)
+            .update_object::<ReplicaSets>(namespace, name, Scope::Main, &options, change, version)
             .await;
         match result {
             Ok(_) | Err(RegistryError::NotFound { .. }) => Ok(()),
@@ -1357,46 +1300,42 @@ impl Controller {
         key: &ObjectKey,
         scope: Scope,
         version: Option<String>,
-        change: impl Fn(&Value) -> Value,
+        change: impl FnMut(&mut Deployment),
     ) -> Result<Option<String>, RegistryError> {
         let options = WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() };
-        let deployments = crate::rt("apps", "deployments");
         let namespace = key.namespace.as_deref();
         let written = self
             .ctx
             .registry
-            .update_with(deployments, namespace, &key.name, scope, &options, |c| Ok(change(c)), version)
+            .update_object::<Deployments>(namespace, &key.name, scope, &options, change, version)
             .await?;
-        Ok(written.object.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string))
+        Ok(written.metadata.resource_version)
     }
 
     async fn create_replica_set(
         &self,
         key: &ObjectKey,
-        object: &Value,
         d: &Deployment,
         rs: &ReplicaSet,
         events: Vec<String>,
         version: &Option<String>,
     ) -> Result<(), RegistryError> {
         let name = name_of(&rs.metadata);
-        let mut body = to_value(rs)?;
-        body["apiVersion"] = json!("apps/v1");
-        body["kind"] = json!("ReplicaSet");
+        let mut rs = rs.clone();
+        rs.metadata.namespace = key.namespace.clone();
         let options = WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() };
-        let replica_sets = crate::rt("apps", "replicasets");
-        match self.ctx.registry.create(replica_sets, key.namespace.as_deref(), body, &options).await {
+        match self.ctx.registry.create_object::<ReplicaSets>(&rs, &options).await {
             Ok(_) => {
                 tracing::info!(deployment = %key, rs = %name, "created replica set");
                 for message in events {
-                    self.recorder.record(object, EventType::Normal, "ScalingReplicaSet", &message).await;
+                    self.recorder.record(d, EventType::Normal, "ScalingReplicaSet", &message).await;
                 }
                 Ok(())
             }
-            Err(RegistryError::AlreadyExists { .. }) => self.on_name_taken(key, d, rs, version.clone()).await,
+            Err(RegistryError::AlreadyExists { .. }) => self.on_name_taken(key, d, &rs, version.clone()).await,
             Err(e) => {
                 let message = format!("Failed to create new replica set \"{name}\": {e}");
-                self.recorder.record(object, EventType::Warning, "ReplicaSetCreateError", &message).await;
+                self.recorder.record(d, EventType::Warning, "ReplicaSetCreateError", &message).await;
                 Err(e)
             }
         }
@@ -1413,9 +1352,9 @@ impl Controller {
         version: Option<String>,
     ) -> Result<(), RegistryError> {
         let name = name_of(&rs.metadata);
-        let replica_sets = crate::rt("apps", "replicasets");
-        let existing: ReplicaSet =
-            util::decode(&self.ctx.registry.get(replica_sets, key.namespace.as_deref(), name, ReadAt::Latest).await?)?;
+        let stored =
+            self.ctx.registry.get(ReplicaSets::RESOURCE, key.namespace.as_deref(), name, ReadAt::Latest).await?;
+        let existing = from_value::<ReplicaSets>(stored)?;
         let ours = util::controller_of(&existing.metadata).is_some_and(|r| Some(&r.uid) == d.metadata.uid.as_ref());
         let same = match (existing.spec.as_ref().and_then(|s| s.template.as_ref()), d.spec.as_ref()) {
             (Some(a), Some(spec)) => equal_ignore_hash(a, &spec.template),
@@ -1424,13 +1363,8 @@ impl Controller {
         if !(ours && same) {
             let collisions = d.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0).saturating_add(1);
             tracing::info!(deployment = %key, rs = %name, collisions, "pod template hash collision");
-            let count = |current: &Value| {
-                let mut next = current.clone();
-                if !next["status"].is_object() {
-                    next["status"] = json!({});
-                }
-                next["status"]["collisionCount"] = json!(collisions);
-                next
+            let count = |d: &mut Deployment| {
+                d.status.get_or_insert_with(Default::default).collision_count = Some(collisions);
             };
             self.write_deployment(key, Scope::Status, version, count).await?;
         }
@@ -1438,18 +1372,11 @@ impl Controller {
     }
 }
 
-fn to_value<T: serde::Serialize>(value: &T) -> Result<Value, RegistryError> {
-    serde_json::to_value(value).map_err(|e| RegistryError::Internal(format!("cannot encode: {e}")))
-}
-
-fn uid_of(object: &Value) -> Option<&str> {
-    object.pointer("/metadata/uid").and_then(Value::as_str)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::ReplicaSetStatus;
+    use serde_json::json;
 
     const NOW: &str = "2024-01-01T01:00:00Z";
 

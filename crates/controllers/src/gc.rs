@@ -9,169 +9,134 @@
 //!   finalizer; its dependents lose their reference to it, then the finalizer is removed.
 //!
 //! Owners and dependents are the kinds the control plane watches: Deployments own
-//! ReplicaSets, ReplicaSets own Pods, Services own Endpoints and EndpointSlices. Before
+//! ReplicaSets, ReplicaSets own Pods, Services own Endpoints and EndpointSlices. The collector
+//! reads only metadata (through each informer's owner index), so a new kind is one more line
+//! in [`run`]. Before
 //! deleting a dependent whose owner is missing from the caches, the owner is read from the
 //! store: a cache that lags behind a fresh owner must not delete its new dependents.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-use serde_json::json;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio_util::sync::CancellationToken;
-use trireme_model::resource;
 use trireme_model::resource::ResourceType;
 use trireme_model::version::ReadAt;
+use trireme_registry::ChangeType;
 use trireme_registry::DeleteOptions;
 use trireme_registry::RegistryError;
-use trireme_registry::Scope;
 use trireme_registry::WriteOptions;
-use trireme_registry::informer::Action;
-use trireme_registry::informer::Informer;
+use trireme_registry::controller::Controller;
+use trireme_registry::informer::AnyInformer;
 use trireme_registry::informer::ObjectKey;
-use trireme_registry::informer::WorkQueue;
-use trireme_registry::informer::run_workers;
+use trireme_registry::workqueue::Action;
 
 use crate::Context;
 
-/// One object the collector looks at: its resource (by index into [`kinds`]) and key.
+/// One object the collector looks at: its resource (by index into the watched informers) and
+/// key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Item {
     kind: usize,
     key: ObjectKey,
 }
 
+/// The informers the collector watches: the kinds that own or are owned.
+type Watched = Arc<Vec<Arc<dyn AnyInformer>>>;
+
 impl std::fmt::Display for Item {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", KINDS[self.kind].1, self.key)
+        write!(f, "#{}:{}", self.kind, self.key)
     }
 }
 
-/// The kinds collected: (group, plural, kind as ownerReferences name it).
-const KINDS: &[(&str, &str, &str)] = &[
-    ("", "pods", "Pod"),
-    ("apps", "replicasets", "ReplicaSet"),
-    ("apps", "deployments", "Deployment"),
-    ("", "services", "Service"),
-    ("", "endpoints", "Endpoints"),
-    ("discovery.k8s.io", "endpointslices", "EndpointSlice"),
-];
+fn uid(meta: &ObjectMeta) -> &str {
+    meta.uid.as_deref().unwrap_or_default()
+}
 
-fn kinds(ctx: &Context) -> Vec<(&'static ResourceType, Informer)> {
-    let i = &ctx.informers;
-    let informers =
-        [&i.pods, &i.replica_sets, &i.deployments, &i.services, &i.endpoints, &i.endpoint_slices].map(Clone::clone);
-    KINDS
+fn has_finalizer(meta: &ObjectMeta, finalizer: &str) -> bool {
+    meta.finalizers.iter().flatten().any(|f| f == finalizer)
+}
+
+/// The objects of every watched kind owned by `owner_uid`, found through the owner indexes.
+fn dependents_of(watched: &Watched, owner_uid: &str) -> Vec<(usize, ObjectMeta)> {
+    watched
         .iter()
-        .zip(informers)
-        .filter_map(|((group, plural, _), informer)| resource::find(group, "v1", plural).map(|rt| (rt, informer)))
+        .enumerate()
+        .flat_map(|(i, informer)| informer.owned_by(owner_uid).into_iter().map(move |m| (i, m)))
         .collect()
 }
 
-/// The ownerReferences of `object` as (kind, name, uid).
-fn owners(object: &Value) -> Vec<(String, String, String)> {
-    object
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .map(|refs| {
-            refs.iter()
-                .map(|r| {
-                    let field = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
-                    (field("kind"), field("name"), field("uid"))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn uid(object: &Value) -> &str {
-    object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default()
-}
-
-fn has_finalizer(object: &Value, finalizer: &str) -> bool {
-    object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| f.iter().any(|x| x == finalizer))
-}
-
 /// Collects garbage until `stop`.
-pub async fn run(ctx: Context, stop: CancellationToken) {
-    let queue: Arc<WorkQueue<Item>> = Arc::default();
-    let watched = kinds(&ctx);
-    for (index, (_, informer)) in watched.iter().enumerate() {
-        let q = queue.clone();
+pub fn run(ctx: Context, stop: CancellationToken) -> impl Future<Output = ()> + Send {
+    let i = &ctx.informers;
+    let watched: Watched = Arc::new(vec![
+        i.pods.erased(),
+        i.replica_sets.erased(),
+        i.deployments.erased(),
+        i.services.erased(),
+        i.endpoints.erased(),
+        i.endpoint_slices.erased(),
+    ]);
+    let mut controller = Controller::new("garbage-collector").workers(2);
+    for (index, informer) in watched.iter().enumerate() {
         let all = watched.clone();
-        informer.subscribe(move |e| {
-            q.add(Item { kind: index, key: ObjectKey::of(&e.object) });
+        controller = controller.watches_any(informer.as_ref(), move |kind, meta| {
+            let mut items = vec![Item { kind: index, key: ObjectKey::of_meta(meta) }];
             // An owner that went (or started going) may leave dependents to collect.
-            let owner_uid = uid(&e.object).to_string();
-            if e.kind == trireme_registry::ChangeType::Deleted
-                || e.object.pointer("/metadata/deletionTimestamp").is_some()
-            {
-                for (dep_index, (_, dep_informer)) in all.iter().enumerate() {
-                    for dependent in dep_informer.list() {
-                        if owners(&dependent).iter().any(|(_, _, u)| *u == owner_uid) {
-                            q.add(Item { kind: dep_index, key: ObjectKey::of(&dependent) });
-                        }
-                    }
-                }
+            if kind == ChangeType::Deleted || meta.deletion_timestamp.is_some() {
+                items.extend(
+                    dependents_of(&all, uid(meta))
+                        .into_iter()
+                        .map(|(kind, dependent)| Item { kind, key: ObjectKey::of_meta(&dependent) }),
+                );
             }
+            items
         });
     }
-    for (_, informer) in &watched {
-        informer.synced().await;
-    }
-    let watched = Arc::new(watched);
-    run_workers(queue, 2, stop, move |item: Item| {
+    controller.run(stop, move |item: Item| {
         let (ctx, watched) = (ctx.clone(), watched.clone());
         async move { reconcile(&ctx, &watched, &item).await }
     })
-    .await;
 }
 
-async fn reconcile(
-    ctx: &Context,
-    watched: &[(&'static ResourceType, Informer)],
-    item: &Item,
-) -> Result<Action, RegistryError> {
-    let (rt, informer) = &watched[item.kind];
-    let Some(object) = informer.get(&item.key) else { return Ok(Action::Await) };
+async fn reconcile(ctx: &Context, watched: &Watched, item: &Item) -> Result<Action, RegistryError> {
+    let informer = &watched[item.kind];
+    let rt = informer.resource();
+    let Some(meta) = informer.meta(&item.key) else { return Ok(Action::Await) };
     let namespace = item.key.namespace.as_deref();
-    let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
+    let deleting = meta.deletion_timestamp.is_some();
 
-    if deleting && has_finalizer(&object, "foregroundDeletion") {
-        let dependents = dependents_of(watched, uid(&object));
+    if deleting && has_finalizer(&meta, "foregroundDeletion") {
+        let dependents = dependents_of(watched, uid(&meta));
         if dependents.is_empty() {
             remove_finalizer(ctx, rt, namespace, &item.key.name, "foregroundDeletion").await?;
             return Ok(Action::Await);
         }
-        for (dep_rt, dependent) in dependents {
-            if dependent.pointer("/metadata/deletionTimestamp").is_none() {
-                delete(ctx, dep_rt, &dependent, Some("Foreground")).await?;
+        for (kind, dependent) in dependents {
+            if dependent.deletion_timestamp.is_none() {
+                delete(ctx, watched[kind].resource(), &dependent, Some("Foreground")).await?;
             }
         }
         return Ok(Action::RequeueAfter(Duration::from_secs(1)));
     }
-    if deleting && has_finalizer(&object, "orphan") {
-        let owner_uid = uid(&object).to_string();
-        for (dep_rt, dependent) in dependents_of(watched, &owner_uid) {
-            let dep_ns = dependent.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
-            let name = trireme_registry::object_name(&dependent).to_string();
+    if deleting && has_finalizer(&meta, "orphan") {
+        let owner_uid = uid(&meta).to_string();
+        for (kind, dependent) in dependents_of(watched, &owner_uid) {
+            let name = dependent.name.as_deref().unwrap_or_default();
             let released = ctx
                 .registry
-                .update_with(
-                    dep_rt,
-                    dep_ns.as_deref(),
-                    &name,
-                    Scope::Main,
+                .update_metadata(
+                    watched[kind].resource(),
+                    dependent.namespace.as_deref(),
+                    name,
                     &WriteOptions::default(),
-                    |current| {
-                        let mut next = current.clone();
-                        if let Some(refs) = next.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut)
-                        {
-                            refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid.as_str()));
+                    |meta| {
+                        if let Some(refs) = meta.owner_references.as_mut() {
+                            refs.retain(|r| r.uid != owner_uid);
                         }
-                        Ok(next)
                     },
-                    None,
                 )
                 .await;
             match released {
@@ -183,24 +148,25 @@ async fn reconcile(
         return Ok(Action::Await);
     }
 
-    let refs = owners(&object);
+    let refs = meta.owner_references.clone().unwrap_or_default();
     if refs.is_empty() || deleting {
         return Ok(Action::Await);
     }
     let mut live = 0;
     let mut waiting_foreground = false;
-    for (kind, name, owner_uid) in &refs {
-        let Some((owner_rt, owner_informer)) = watched.iter().find(|(rt, _)| rt.kind == kind.as_str()) else {
+    for owner_ref in &refs {
+        let Some(owner_informer) = watched.iter().find(|i| i.resource().kind == owner_ref.kind) else {
             live += 1; // An owner of a kind the collector does not watch is assumed alive.
             continue;
         };
-        let cached = owner_informer.get(&ObjectKey::new(namespace.filter(|_| owner_rt.namespaced), name));
-        let owner = match cached.filter(|o| uid(o) == owner_uid) {
-            Some(o) => Some((*o).clone()),
+        let owner_rt = owner_informer.resource();
+        let owner_key = ObjectKey::new(namespace.filter(|_| owner_rt.namespaced), &owner_ref.name);
+        let owner = match owner_informer.meta(&owner_key).filter(|o| uid(o) == owner_ref.uid) {
+            Some(o) => Some(o),
             None => {
                 // Not in the cache: ask the store before concluding the owner is gone.
-                match ctx.registry.get(owner_rt, namespace, name, ReadAt::Latest).await {
-                    Ok(o) if uid(&o) == owner_uid => Some(o),
+                match ctx.registry.get_metadata(owner_rt, namespace, &owner_ref.name, ReadAt::Latest).await {
+                    Ok(o) if uid(&o) == owner_ref.uid => Some(o),
                     Ok(_) | Err(RegistryError::NotFound { .. }) => None,
                     Err(e) => return Err(e),
                 }
@@ -208,53 +174,34 @@ async fn reconcile(
         };
         if let Some(owner) = owner {
             live += 1;
-            waiting_foreground |=
-                owner.pointer("/metadata/deletionTimestamp").is_some() && has_finalizer(&owner, "foregroundDeletion");
+            waiting_foreground |= owner.deletion_timestamp.is_some() && has_finalizer(&owner, "foregroundDeletion");
         }
     }
     if live == 0 {
-        tracing::info!(object = %item, "owner gone: deleting dependent");
-        delete(ctx, rt, &object, Some("Background")).await?;
+        tracing::info!(object = %item.key, resource = rt.plural, "owner gone: deleting dependent");
+        delete(ctx, rt, &meta, Some("Background")).await?;
     } else if waiting_foreground {
-        delete(ctx, rt, &object, Some("Foreground")).await?;
+        delete(ctx, rt, &meta, Some("Foreground")).await?;
     }
     Ok(Action::Await)
-}
-
-fn dependents_of(
-    watched: &[(&'static ResourceType, Informer)],
-    owner_uid: &str,
-) -> Vec<(&'static ResourceType, Arc<Value>)> {
-    watched
-        .iter()
-        .flat_map(|(rt, informer)| {
-            informer
-                .list()
-                .into_iter()
-                .filter(|d| owners(d).iter().any(|(_, _, u)| u == owner_uid))
-                .map(|d| (*rt, d))
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 async fn delete(
     ctx: &Context,
     rt: &'static ResourceType,
-    object: &Value,
+    meta: &ObjectMeta,
     policy: Option<&str>,
 ) -> Result<(), RegistryError> {
-    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
-    let name = trireme_registry::object_name(object);
+    let name = meta.name.as_deref().unwrap_or_default();
     let options = DeleteOptions {
         propagation_policy: policy.map(str::to_string),
         preconditions: Some(trireme_registry::Preconditions {
-            uid: Some(uid(object).to_string()),
+            uid: Some(uid(meta).to_string()),
             resource_version: None,
         }),
         ..Default::default()
     };
-    match ctx.registry.delete(rt, namespace, name, &options).await {
+    match ctx.registry.delete(rt, meta.namespace.as_deref(), name, &options).await {
         Ok(_) | Err(RegistryError::NotFound { .. }) | Err(RegistryError::Conflict { .. }) => Ok(()),
         Err(e) => Err(e),
     }
@@ -269,43 +216,17 @@ async fn remove_finalizer(
 ) -> Result<(), RegistryError> {
     let result = ctx
         .registry
-        .update_with(
-            rt,
-            namespace,
-            name,
-            Scope::Main,
-            &WriteOptions::default(),
-            |current| {
-                let mut next = current.clone();
-                if let Some(list) = next.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
-                    list.retain(|f| f != finalizer);
-                }
-                if next.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(Vec::is_empty) {
-                    next["metadata"]["finalizers"] = json!(null);
-                    if let Some(meta) = next["metadata"].as_object_mut() {
-                        meta.remove("finalizers");
-                    }
-                }
-                Ok(next)
-            },
-            None,
-        )
+        .update_metadata(rt, namespace, name, &WriteOptions::default(), |meta| {
+            if let Some(list) = meta.finalizers.as_mut() {
+                list.retain(|f| f != finalizer);
+            }
+            if meta.finalizers.as_ref().is_some_and(Vec::is_empty) {
+                meta.finalizers = None;
+            }
+        })
         .await;
     match result {
         Ok(_) | Err(RegistryError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owner_references_are_read_as_kind_name_and_uid() {
-        let pod = json!({"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "name": "web-1", "uid": "u1", "controller": true}]}});
-        assert_eq!(owners(&pod), vec![("ReplicaSet".to_string(), "web-1".to_string(), "u1".to_string())]);
-        assert!(owners(&json!({"metadata": {}})).is_empty());
-        assert!(has_finalizer(&json!({"metadata": {"finalizers": ["orphan"]}}), "orphan"));
     }
 }

@@ -5,9 +5,13 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::LeaseSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
-use trireme_model::resource;
+use trireme_model::kinds::Leases;
 use trireme_registry::RegistryError;
 use trireme_registry::Scope;
 use trireme_registry::WriteOptions;
@@ -19,9 +23,10 @@ const RENEW_EVERY: Duration = Duration::from_secs(2);
 /// The Leases this master holds while it leads.
 const LEASES: &[&str] = &["kube-scheduler", "kube-controller-manager"];
 
-/// Kubernetes' MicroTime: RFC 3339 with microseconds.
-fn micro_now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
+/// Kubernetes' MicroTime: now, to the microsecond.
+fn micro_now() -> MicroTime {
+    let now = Timestamp::now();
+    MicroTime(Timestamp::from_microsecond(now.as_microsecond()).unwrap_or(now))
 }
 
 /// Renews the Leases until `stop`.
@@ -41,49 +46,40 @@ pub async fn run(ctx: Context, stop: CancellationToken) {
     }
 }
 
-async fn renew(ctx: &Context, name: &str, acquired: &str) -> Result<(), RegistryError> {
-    let Some(rt) = resource::find("coordination.k8s.io", "v1", "leases") else { return Ok(()) };
+async fn renew(ctx: &Context, name: &str, acquired: &MicroTime) -> Result<(), RegistryError> {
     let identity = ctx.config.identity.clone();
-    let renewed = ctx
-        .registry
-        .update_with(
-            rt,
-            Some("kube-system"),
-            name,
-            Scope::Main,
-            &WriteOptions { field_manager: Some("trireme-leader".into()), ..Default::default() },
-            |current| {
-                let mut next = current.clone();
-                let holder = current.pointer("/spec/holderIdentity").and_then(|h| h.as_str()).unwrap_or_default();
-                let transitions = current.pointer("/spec/leaseTransitions").and_then(|t| t.as_i64()).unwrap_or(0);
-                if holder != identity {
-                    next["spec"]["leaseTransitions"] = json!(transitions + 1);
-                    next["spec"]["acquireTime"] = json!(acquired);
-                }
-                next["spec"]["holderIdentity"] = json!(identity);
-                next["spec"]["leaseDurationSeconds"] = json!(15);
-                next["spec"]["renewTime"] = json!(micro_now());
-                Ok(next)
-            },
-            None,
-        )
-        .await;
+    let options = WriteOptions { field_manager: Some("trireme-leader".into()), ..Default::default() };
+    let renew = |lease: &mut Lease| {
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        if spec.holder_identity.as_deref() != Some(identity.as_str()) {
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+            spec.acquire_time = Some(acquired.clone());
+        }
+        spec.holder_identity = Some(identity.clone());
+        spec.lease_duration_seconds = Some(15);
+        spec.renew_time = Some(micro_now());
+    };
+    let renewed =
+        ctx.registry.update_object::<Leases>(Some("kube-system"), name, Scope::Main, &options, renew, None).await;
     match renewed {
         Ok(_) => Ok(()),
         Err(RegistryError::NotFound { .. }) => {
-            let lease = json!({
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": name, "namespace": "kube-system"},
-                "spec": {
-                    "holderIdentity": identity,
-                    "leaseDurationSeconds": 15,
-                    "acquireTime": acquired,
-                    "renewTime": micro_now(),
-                    "leaseTransitions": 0,
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    namespace: Some("kube-system".into()),
+                    ..Default::default()
                 },
-            });
-            match ctx.registry.create(rt, Some("kube-system"), lease, &WriteOptions::default()).await {
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(identity),
+                    lease_duration_seconds: Some(15),
+                    acquire_time: Some(acquired.clone()),
+                    renew_time: Some(micro_now()),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            match ctx.registry.create_object::<Leases>(&lease, &WriteOptions::default()).await {
                 Ok(_) | Err(RegistryError::AlreadyExists { .. }) => Ok(()),
                 Err(e) => Err(e),
             }

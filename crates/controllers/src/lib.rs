@@ -23,9 +23,18 @@ pub mod util;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use tokio_util::sync::CancellationToken;
-use trireme_model::resource;
-use trireme_model::resource::ResourceType;
+use trireme_model::kinds::Deployments;
+use trireme_model::kinds::EndpointSlices;
+use trireme_model::kinds::EndpointsKind;
+use trireme_model::kinds::Leases;
+use trireme_model::kinds::Namespaces;
+use trireme_model::kinds::Nodes;
+use trireme_model::kinds::Pods;
+use trireme_model::kinds::ReplicaSets;
+use trireme_model::kinds::ServiceAccounts;
+use trireme_model::kinds::Services;
 use trireme_registry::Registry;
 use trireme_registry::events::Recorder;
 use trireme_registry::informer::Informer;
@@ -52,56 +61,44 @@ impl Default for ControlPlaneConfig {
 }
 
 /// The informers of one leadership term, shared by the scheduler and every controller.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Informers {
-    pub pods: Informer,
-    pub nodes: Informer,
-    pub namespaces: Informer,
-    pub services: Informer,
-    pub endpoints: Informer,
-    pub endpoint_slices: Informer,
-    pub service_accounts: Informer,
-    pub replica_sets: Informer,
-    pub deployments: Informer,
-    pub leases: Informer,
+    /// Pods, also indexed by node ([`BY_NODE`]).
+    pub pods: Informer<Pods>,
+    pub nodes: Informer<Nodes>,
+    pub namespaces: Informer<Namespaces>,
+    pub services: Informer<Services>,
+    pub endpoints: Informer<EndpointsKind>,
+    pub endpoint_slices: Informer<EndpointSlices>,
+    pub service_accounts: Informer<ServiceAccounts>,
+    pub replica_sets: Informer<ReplicaSets>,
+    pub deployments: Informer<Deployments>,
+    pub leases: Informer<Leases>,
 }
 
-fn rt(group: &str, plural: &str) -> &'static ResourceType {
-    match resource::find(group, "v1", plural) {
-        Some(rt) => rt,
-        None => unreachable!("{plural} is in the resource table"),
-    }
-}
+/// The index of pods by `spec.nodeName`.
+pub const BY_NODE: &str = "node";
 
 impl Informers {
     fn new() -> Informers {
-        Informers {
-            pods: Informer::new(rt("", "pods")),
-            nodes: Informer::new(rt("", "nodes")),
-            namespaces: Informer::new(rt("", "namespaces")),
-            services: Informer::new(rt("", "services")),
-            endpoints: Informer::new(rt("", "endpoints")),
-            endpoint_slices: Informer::new(rt("discovery.k8s.io", "endpointslices")),
-            service_accounts: Informer::new(rt("", "serviceaccounts")),
-            replica_sets: Informer::new(rt("apps", "replicasets")),
-            deployments: Informer::new(rt("apps", "deployments")),
-            leases: Informer::new(rt("coordination.k8s.io", "leases")),
-        }
+        let pods = Informer::new().with_index(BY_NODE, |pod: &Pod| {
+            pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()).into_iter().collect()
+        });
+        Informers { pods, ..Default::default() }
     }
 
-    fn all(&self) -> Vec<Informer> {
-        vec![
-            self.pods.clone(),
-            self.nodes.clone(),
-            self.namespaces.clone(),
-            self.services.clone(),
-            self.endpoints.clone(),
-            self.endpoint_slices.clone(),
-            self.service_accounts.clone(),
-            self.replica_sets.clone(),
-            self.deployments.clone(),
-            self.leases.clone(),
-        ]
+    /// Runs every informer until `stop`.
+    fn run(&self, tasks: &mut tokio::task::JoinSet<()>, registry: &Registry, stop: &CancellationToken) {
+        tasks.spawn(self.pods.clone().run(registry.clone(), stop.clone()));
+        tasks.spawn(self.nodes.clone().run(registry.clone(), stop.clone()));
+        tasks.spawn(self.namespaces.clone().run(registry.clone(), stop.clone()));
+        tasks.spawn(self.services.clone().run(registry.clone(), stop.clone()));
+        tasks.spawn(self.endpoints.clone().run(registry.clone(), stop.clone()));
+        tasks.spawn(self.endpoint_slices.clone().run(registry.clone(), stop.clone()));
+        tasks.spawn(self.service_accounts.clone().run(registry.clone(), stop.clone()));
+        tasks.spawn(self.replica_sets.clone().run(registry.clone(), stop.clone()));
+        tasks.spawn(self.deployments.clone().run(registry.clone(), stop.clone()));
+        tasks.spawn(self.leases.clone().run(registry.clone(), stop.clone()));
     }
 }
 
@@ -168,12 +165,12 @@ impl ControlPlane {
     }
 }
 
-/// Everything one leadership term runs.
+/// Everything one leadership term runs. The scheduler and the controllers are built (and
+/// subscribe to the informers) before the informers start, so they see the first lists.
 async fn lead(registry: Registry, config: Arc<ControlPlaneConfig>, stop: CancellationToken) {
     let informers = Informers::new();
     let ctx = Context { registry: registry.clone(), informers: informers.clone(), config };
     let mut tasks = tokio::task::JoinSet::new();
-    // Subscribers register before the informers start, so they see the first list.
     let scheduler = trireme_scheduler::Scheduler::new(
         registry.clone(),
         informers.pods.clone(),
@@ -189,8 +186,6 @@ async fn lead(registry: Registry, config: Arc<ControlPlaneConfig>, stop: Cancell
     tasks.spawn(namespace::run(ctx.clone(), stop.clone()));
     tasks.spawn(gc::run(ctx.clone(), stop.clone()));
     tasks.spawn(leases::run(ctx.clone(), stop.clone()));
-    for informer in informers.all() {
-        tasks.spawn(informer.run(registry.clone(), stop.clone()));
-    }
+    informers.run(&mut tasks, &registry, &stop);
     while tasks.join_next().await.is_some() {}
 }

@@ -1,34 +1,27 @@
 //! The namespace controller: a deleted namespace (`Terminating`) loses everything in it, then
 //! goes itself. Pods within their grace period hold it until their kubelets finish them.
 
-use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use trireme_registry::RegistryError;
-use trireme_registry::informer::Action;
+use trireme_registry::controller::Controller;
 use trireme_registry::informer::ObjectKey;
-use trireme_registry::informer::WorkQueue;
-use trireme_registry::informer::run_workers;
-use trireme_registry::object_name;
+use trireme_registry::workqueue::Action;
 
 use crate::Context;
+use crate::util;
 
 /// Finishes terminating namespaces until `stop`.
-pub async fn run(ctx: Context, stop: CancellationToken) {
-    let queue: Arc<WorkQueue<String>> = Arc::default();
-    let q = queue.clone();
-    ctx.informers.namespaces.subscribe(move |e| {
-        if e.object.pointer("/metadata/deletionTimestamp").is_some() {
-            q.add(object_name(&e.object).to_string());
-        }
-    });
-    ctx.informers.namespaces.synced().await;
-    run_workers(queue, 2, stop, move |namespace: String| {
+pub fn run(ctx: Context, stop: CancellationToken) -> impl Future<Output = ()> + Send {
+    let controller = Controller::new("namespace-controller")
+        .workers(2)
+        .watches(&ctx.informers.namespaces, |e| util::terminating(&e.object.metadata).then(|| e.key()));
+    controller.run(stop, move |key: ObjectKey| {
         let ctx = ctx.clone();
-        async move { reconcile(&ctx, &namespace).await }
+        async move { reconcile(&ctx, &key.name).await }
     })
-    .await;
 }
 
 async fn reconcile(ctx: &Context, namespace: &str) -> Result<Action, RegistryError> {
@@ -36,7 +29,7 @@ async fn reconcile(ctx: &Context, namespace: &str) -> Result<Action, RegistryErr
         .informers
         .namespaces
         .get(&ObjectKey::new(None, namespace))
-        .is_some_and(|ns| ns.pointer("/metadata/deletionTimestamp").is_some());
+        .is_some_and(|ns| util::terminating(&ns.metadata));
     if !terminating {
         return Ok(Action::Await);
     }

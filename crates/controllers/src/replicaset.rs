@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -18,25 +19,26 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::apps::v1::ReplicaSetStatus;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use serde_json::Value;
-use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use trireme_model::kinds::Pods;
+use trireme_model::kinds::ReplicaSets;
+use trireme_model::strategy::Kind;
 use trireme_registry::ChangeType;
 use trireme_registry::DeleteOptions;
 use trireme_registry::Preconditions;
 use trireme_registry::RegistryError;
 use trireme_registry::Scope;
 use trireme_registry::WriteOptions;
+use trireme_registry::controller::Controller;
+use trireme_registry::controller::controller_key;
 use trireme_registry::events::EventType;
 use trireme_registry::events::Recorder;
-use trireme_registry::informer::Action;
 use trireme_registry::informer::Event;
 use trireme_registry::informer::ObjectKey;
-use trireme_registry::informer::WorkQueue;
-use trireme_registry::informer::run_workers;
-use trireme_registry::labels_of;
+use trireme_registry::workqueue::Action;
 
 use crate::Context;
 use crate::util;
@@ -79,7 +81,12 @@ pub struct Decision {
 /// Decides what to do about `rs`, given the pods of its namespace (those controlled by others
 /// are ignored). `may_manage` is false while earlier creations or deletions are unobserved:
 /// then only ownership and status are kept current.
-pub fn decide(rs: &ReplicaSet, pods: &[Pod], may_manage: bool, now: Timestamp) -> Decision {
+pub fn decide<'a>(
+    rs: &ReplicaSet,
+    pods: impl IntoIterator<Item = &'a Pod>,
+    may_manage: bool,
+    now: Timestamp,
+) -> Decision {
     let uid = rs.metadata.uid.as_deref().unwrap_or_default();
     let spec = rs.spec.clone().unwrap_or_default();
     let selector = util::selector_of(&spec.selector);
@@ -188,7 +195,7 @@ fn deletion_order<'a>(pods: &[&'a Pod], now: Timestamp) -> Vec<&'a Pod> {
 }
 
 /// The pod a ReplicaSet creates: its template, named `<rs>-<random>`, controlled by it.
-pub fn pod_from_template(rs: &ReplicaSet) -> Value {
+pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
     let spec = rs.spec.clone().unwrap_or_default();
     let template = spec.template.unwrap_or_default();
     let template_meta = template.metadata.unwrap_or_default();
@@ -197,21 +204,19 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Value {
     if prefix.len() > MAX_GENERATE_NAME {
         prefix = prefix.chars().take(MAX_GENERATE_NAME).collect();
     }
-    let owner = util::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
-    let mut metadata = json!({
-        "generateName": prefix,
-        "ownerReferences": [owner],
-    });
-    if let Some(labels) = template_meta.labels {
-        metadata["labels"] = json!(labels);
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(prefix),
+            namespace: rs.metadata.namespace.clone(),
+            owner_references: Some(vec![util::controller_ref("apps/v1", "ReplicaSet", &rs.metadata)]),
+            labels: template_meta.labels,
+            annotations: template_meta.annotations,
+            finalizers: template_meta.finalizers,
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
     }
-    if let Some(annotations) = template_meta.annotations {
-        metadata["annotations"] = json!(annotations);
-    }
-    if let Some(finalizers) = template_meta.finalizers {
-        metadata["finalizers"] = json!(finalizers);
-    }
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template.spec})
 }
 
 /// Creations and deletions a ReplicaSet waits to see in the pod cache before acting again
@@ -290,109 +295,94 @@ impl Expectations {
     }
 }
 
-struct Controller {
+struct Reconciler {
     ctx: Context,
-    queue: Arc<WorkQueue<ObjectKey>>,
     expectations: Expectations,
     recorder: Recorder,
 }
 
 /// Runs until `stop`.
-pub async fn run(ctx: Context, stop: CancellationToken) {
-    let controller = Arc::new(Controller {
+pub fn run(ctx: Context, stop: CancellationToken) -> impl Future<Output = ()> + Send {
+    let controller = Arc::new(Reconciler {
         recorder: ctx.recorder("replicaset-controller"),
         ctx,
-        queue: Arc::new(WorkQueue::default()),
         expectations: Expectations::default(),
     });
-    // Subscribe before the first await: the informers start right after this task is spawned.
-    let c = controller.clone();
-    controller.ctx.informers.replica_sets.subscribe(move |event| c.on_replica_set(event));
-    let c = controller.clone();
-    controller.ctx.informers.pods.subscribe(move |event| c.on_pod(event));
-    // Acting before both caches are full would count pods that are only not listed yet.
-    tokio::select! {
-        _ = stop.cancelled() => return,
-        _ = async {
-            controller.ctx.informers.replica_sets.synced().await;
-            controller.ctx.informers.pods.synced().await;
-        } => {}
-    }
-    tracing::debug!("replicaset controller started");
-    let queue = controller.queue.clone();
-    run_workers(queue, WORKERS, stop, move |key| {
+    let informers = &controller.ctx.informers;
+    let (on_rs, on_pod) = (controller.clone(), controller.clone());
+    let wiring = Controller::new("replicaset-controller")
+        .workers(WORKERS)
+        .watches(&informers.replica_sets, move |event| [on_rs.on_replica_set(event)])
+        .watches(&informers.pods, move |event| on_pod.on_pod(event));
+    wiring.run(stop, move |key| {
         let controller = controller.clone();
         async move { controller.reconcile(key).await }
     })
-    .await;
 }
 
-impl Controller {
-    fn on_replica_set(&self, event: &Event) {
-        let key = ObjectKey::of(&event.object);
+impl Reconciler {
+    fn on_replica_set(&self, event: &Event<ReplicaSet>) -> ObjectKey {
+        let key = event.key();
         if event.kind == ChangeType::Deleted {
             self.expectations.forget(&key);
         }
-        self.queue.add(key);
+        key
     }
 
-    fn on_pod(&self, event: &Event) {
-        let pod = ObjectKey::of(&event.object);
-        let owner = owning_replica_set(&event.object);
-        let was_deleting = event.old.as_ref().is_some_and(|o| o.pointer("/metadata/deletionTimestamp").is_some());
-        let deleting = event.object.pointer("/metadata/deletionTimestamp").is_some();
+    /// Counts the pod towards its ReplicaSet's expectations; returns the ReplicaSets to look
+    /// at: its owner (and former owner), or for an orphan every ReplicaSet that selects it.
+    fn on_pod(&self, event: &Event<Pod>) -> Vec<ObjectKey> {
+        let pod = event.key();
+        let meta = &event.object.metadata;
+        let owner = controller_key(meta, "ReplicaSet");
+        let was_deleting = event.old.as_ref().is_some_and(|o| util::terminating(&o.metadata));
+        let deleting = util::terminating(meta);
         match (&event.kind, &owner) {
             (ChangeType::Added, Some(rs)) if !deleting => self.expectations.created(rs),
             (ChangeType::Deleted, Some(rs)) => self.expectations.deleted(rs, &pod),
             (_, Some(rs)) if deleting && !was_deleting => self.expectations.deleted(rs, &pod),
             _ => {}
         }
+        let mut keys = Vec::new();
         // A change of owner concerns the previous owner too.
-        if let Some(previous) = event.old.as_deref().and_then(owning_replica_set)
+        if let Some(previous) = event.old.as_ref().and_then(|o| controller_key(&o.metadata, "ReplicaSet"))
             && Some(&previous) != owner.as_ref()
         {
-            self.queue.add(previous);
+            keys.push(previous);
         }
         if let Some(rs) = owner {
-            self.queue.add(rs);
-        } else if util::controller_of_value(&event.object).is_none() && event.kind != ChangeType::Deleted {
+            keys.push(rs);
+        } else if util::controller_of(meta).is_none() && event.kind != ChangeType::Deleted {
             // An orphan: any ReplicaSet selecting it may adopt it.
-            self.enqueue_selecting(&event.object);
-        }
-    }
-
-    /// Queues every ReplicaSet of the pod's namespace whose selector matches it.
-    fn enqueue_selecting(&self, pod: &Value) {
-        let Some(namespace) = pod.pointer("/metadata/namespace").and_then(Value::as_str) else { return };
-        let labels = labels_of(pod);
-        for rs in self.ctx.informers.replica_sets.list_namespace(namespace) {
-            let Some(selector) = rs.pointer("/spec/selector") else { continue };
-            let Ok(selector) = util::decode(selector) else { continue };
-            if util::selector_of(&selector).is_some_and(|s| s.matches(&labels)) {
-                self.queue.add(ObjectKey::of(&rs));
+            let namespace = meta.namespace.as_deref().unwrap_or_default();
+            let labels = util::labels(meta);
+            for rs in self.ctx.informers.replica_sets.list_namespace(namespace) {
+                let Some(spec) = rs.spec.as_ref() else { continue };
+                if util::selector_of(&spec.selector).is_some_and(|s| s.matches(&labels)) {
+                    keys.push(ObjectKey::of_meta(&rs.metadata));
+                }
             }
         }
+        keys
     }
 
     async fn reconcile(&self, key: ObjectKey) -> Result<Action, RegistryError> {
-        let Some(object) = self.ctx.informers.replica_sets.get(&key) else {
+        let Some(rs) = self.ctx.informers.replica_sets.get(&key) else {
             self.expectations.forget(&key);
             return Ok(Action::Await);
         };
-        let rs: ReplicaSet = util::decode(&object)?;
         let namespace = key.namespace.clone().unwrap_or_default();
         let uid = rs.metadata.uid.clone().unwrap_or_default();
-        let pods: Vec<Pod> = self
+        let pods: Vec<Arc<Pod>> = self
             .ctx
             .informers
             .pods
             .list_namespace(&namespace)
-            .iter()
-            .filter(|p| util::controller_of_value(p).is_none_or(|(_, _, owner)| owner == uid))
-            .filter_map(|p| util::decode(p).ok())
+            .into_iter()
+            .filter(|p| util::controller_of(&p.metadata).is_none_or(|owner| owner.uid == uid))
             .collect();
         let pending = self.expectations.pending(&key);
-        let decision = decide(&rs, &pods, pending.is_none(), util::now());
+        let decision = decide(&rs, pods.iter().map(|p| &**p), pending.is_none(), util::now());
         tracing::debug!(rs = %key, actions = decision.actions.len(), waiting = pending.is_some(), "replicaset reconciled");
 
         let mut failure = None;
@@ -400,8 +390,8 @@ impl Controller {
             let result = match action {
                 PodAction::Adopt { name, uid: pod_uid } => self.adopt(&rs, &namespace, &name, &pod_uid).await,
                 PodAction::Release { name, uid: pod_uid } => self.release(&rs, &namespace, &name, &pod_uid).await,
-                PodAction::Create { count } => self.create_pods(&key, &rs, &object, count).await,
-                PodAction::Delete { pods } => self.delete_pods(&key, &namespace, &object, pods).await,
+                PodAction::Create { count } => self.create_pods(&key, &rs, count).await,
+                PodAction::Delete { pods } => self.delete_pods(&key, &namespace, &rs, pods).await,
                 PodAction::UpdateStatus(status) => self.update_status(&namespace, &rs, status).await,
             };
             if let Err(e) = result {
@@ -419,19 +409,12 @@ impl Controller {
     }
 
     async fn adopt(&self, rs: &ReplicaSet, namespace: &str, name: &str, uid: &str) -> Result<(), RegistryError> {
-        let owner = serde_json::to_value(util::controller_ref("apps/v1", "ReplicaSet", &rs.metadata))
-            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let owner = util::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
         let result = self
-            .update_pod(namespace, name, |current| {
-                let mut next = current.clone();
-                let unchanged = current.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
-                    || util::controller_of_value(current).is_some();
-                if !unchanged {
-                    let refs = next["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
-                    next["metadata"]["ownerReferences"] =
-                        Value::Array(refs.into_iter().chain([owner.clone()]).collect());
+            .update_pod(namespace, name, |pod| {
+                if pod.metadata.uid.as_deref() == Some(uid) && util::controller_of(&pod.metadata).is_none() {
+                    pod.metadata.owner_references.get_or_insert_with(Vec::new).push(owner.clone());
                 }
-                Ok(next)
             })
             .await;
         ignore_not_found(result)
@@ -440,51 +423,33 @@ impl Controller {
     async fn release(&self, rs: &ReplicaSet, namespace: &str, name: &str, uid: &str) -> Result<(), RegistryError> {
         let rs_uid = rs.metadata.uid.clone().unwrap_or_default();
         let result = self
-            .update_pod(namespace, name, |current| {
-                let mut next = current.clone();
-                if current.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid)
-                    && let Some(meta) = next["metadata"].as_object_mut()
+            .update_pod(namespace, name, |pod| {
+                if pod.metadata.uid.as_deref() == Some(uid)
+                    && let Some(refs) = pod.metadata.owner_references.as_mut()
                 {
-                    let refs = meta.get("ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
-                    let kept: Vec<Value> = refs.into_iter().filter(|r| r["uid"] != json!(rs_uid)).collect();
-                    if kept.is_empty() {
-                        meta.remove("ownerReferences");
-                    } else {
-                        meta.insert("ownerReferences".into(), Value::Array(kept));
+                    refs.retain(|r| r.uid != rs_uid);
+                    if refs.is_empty() {
+                        pod.metadata.owner_references = None;
                     }
                 }
-                Ok(next)
             })
             .await;
         ignore_not_found(result)
     }
 
-    async fn update_pod(
-        &self,
-        namespace: &str,
-        name: &str,
-        change: impl FnMut(&Value) -> Result<Value, RegistryError>,
-    ) -> Result<(), RegistryError> {
+    async fn update_pod(&self, namespace: &str, name: &str, change: impl FnMut(&mut Pod)) -> Result<(), RegistryError> {
         let options = WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() };
-        let pods = crate::rt("", "pods");
         self.ctx
             .registry
-            .update_with(pods, Some(namespace), name, Scope::Main, &options, change, None)
+            .update_object::<Pods>(Some(namespace), name, Scope::Main, &options, change, None)
             .await
             .map(|_| ())
     }
 
     /// Creates `count` pods in batches of 1, 2, 4, … so that a template the API refuses fails
     /// once rather than `count` times.
-    async fn create_pods(
-        &self,
-        key: &ObjectKey,
-        rs: &ReplicaSet,
-        object: &Value,
-        count: usize,
-    ) -> Result<(), RegistryError> {
+    async fn create_pods(&self, key: &ObjectKey, rs: &Arc<ReplicaSet>, count: usize) -> Result<(), RegistryError> {
         self.expectations.expect(key, count, []);
-        let namespace = key.namespace.clone().unwrap_or_default();
         let pod = pod_from_template(rs);
         let mut remaining = count;
         let mut batch = 1;
@@ -493,20 +458,20 @@ impl Controller {
             remaining -= size;
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..size {
-                let (registry, recorder, pod, namespace, rs) =
-                    (self.ctx.registry.clone(), self.recorder.clone(), pod.clone(), namespace.clone(), object.clone());
+                let (registry, recorder, pod, rs) =
+                    (self.ctx.registry.clone(), self.recorder.clone(), pod.clone(), rs.clone());
                 tasks.spawn(async move {
                     let options = WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() };
-                    match registry.create(crate::rt("", "pods"), Some(&namespace), pod, &options).await {
+                    match registry.create_object::<Pods>(&pod, &options).await {
                         Ok(written) => {
-                            let name = written.object.pointer("/metadata/name").and_then(Value::as_str);
-                            let message = format!("Created pod: {}", name.unwrap_or_default());
-                            recorder.record(&rs, EventType::Normal, "SuccessfulCreate", &message).await;
+                            let name = written.metadata.name.unwrap_or_default();
+                            let message = format!("Created pod: {name}");
+                            recorder.record(&*rs, EventType::Normal, "SuccessfulCreate", &message).await;
                             Ok(())
                         }
                         Err(e) => {
                             recorder
-                                .record(&rs, EventType::Warning, "FailedCreate", &format!("Error creating: {e}"))
+                                .record(&*rs, EventType::Warning, "FailedCreate", &format!("Error creating: {e}"))
                                 .await;
                             Err(e)
                         }
@@ -545,7 +510,7 @@ impl Controller {
         &self,
         key: &ObjectKey,
         namespace: &str,
-        object: &Value,
+        rs: &Arc<ReplicaSet>,
         pods: Vec<(String, String)>,
     ) -> Result<(), RegistryError> {
         let pod_keys: Vec<ObjectKey> = pods.iter().map(|(name, _)| ObjectKey::new(Some(namespace), name)).collect();
@@ -553,21 +518,23 @@ impl Controller {
         let mut tasks = tokio::task::JoinSet::new();
         for (name, uid) in pods {
             let (registry, recorder, namespace, rs) =
-                (self.ctx.registry.clone(), self.recorder.clone(), namespace.to_string(), object.clone());
+                (self.ctx.registry.clone(), self.recorder.clone(), namespace.to_string(), rs.clone());
             tasks.spawn(async move {
                 let options = DeleteOptions {
                     preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
                     ..Default::default()
                 };
-                let result = registry.delete(crate::rt("", "pods"), Some(&namespace), &name, &options).await;
+                let result = registry.delete(Pods::RESOURCE, Some(&namespace), &name, &options).await;
                 match &result {
                     Ok(_) => {
                         let message = format!("Deleted pod: {name}");
-                        recorder.record(&rs, EventType::Normal, "SuccessfulDelete", &message).await;
+                        recorder.record(&*rs, EventType::Normal, "SuccessfulDelete", &message).await;
                     }
                     Err(RegistryError::NotFound { .. } | RegistryError::Conflict { .. }) => {}
                     Err(e) => {
-                        recorder.record(&rs, EventType::Warning, "FailedDelete", &format!("Error deleting: {e}")).await;
+                        recorder
+                            .record(&*rs, EventType::Warning, "FailedDelete", &format!("Error deleting: {e}"))
+                            .await;
                     }
                 }
                 (name, result)
@@ -603,36 +570,22 @@ impl Controller {
         rs: &ReplicaSet,
         status: ReplicaSetStatus,
     ) -> Result<(), RegistryError> {
-        let status = serde_json::to_value(status).map_err(|e| RegistryError::Internal(e.to_string()))?;
         let name = rs.metadata.name.as_deref().unwrap_or_default();
         let uid = rs.metadata.uid.clone();
         let options = WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() };
-        let change = |current: &Value| {
-            let mut next = current.clone();
+        let change = |current: &mut ReplicaSet| {
             // A ReplicaSet recreated under the same name is not the one this status is about.
-            if current.pointer("/metadata/uid").and_then(Value::as_str) == uid.as_deref() {
-                next["status"] = status.clone();
+            if current.metadata.uid == uid {
+                current.status = Some(status.clone());
             }
-            Ok(next)
         };
-        let replica_sets = crate::rt("apps", "replicasets");
         let result = self
             .ctx
             .registry
-            .update_with(replica_sets, Some(namespace), name, Scope::Status, &options, change, None)
+            .update_object::<ReplicaSets>(Some(namespace), name, Scope::Status, &options, change, None)
             .await;
         ignore_not_found(result.map(|_| ()))
     }
-}
-
-/// The ReplicaSet controlling a cached pod.
-fn owning_replica_set(pod: &Value) -> Option<ObjectKey> {
-    let (kind, name, _) = util::controller_of_value(pod)?;
-    if kind != "ReplicaSet" {
-        return None;
-    }
-    let namespace = pod.pointer("/metadata/namespace").and_then(Value::as_str);
-    Some(ObjectKey::new(namespace, name))
 }
 
 fn ignore_not_found(result: Result<(), RegistryError>) -> Result<(), RegistryError> {
@@ -645,6 +598,8 @@ fn ignore_not_found(result: Result<(), RegistryError>) -> Result<(), RegistryErr
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use serde_json::json;
 
     use super::*;
 
@@ -813,7 +768,9 @@ mod tests {
 
     #[test]
     fn a_pod_from_the_template_is_named_after_and_controlled_by_its_replica_set() {
-        let pod = pod_from_template(&rs(1));
+        let pod = serde_json::to_value(pod_from_template(&rs(1))).expect("a pod");
+        assert_eq!(pod["kind"], "Pod");
+        assert_eq!(pod["metadata"]["namespace"], "default");
         assert_eq!(pod["metadata"]["generateName"], "web-");
         assert_eq!(pod["metadata"]["labels"], json!({"app": "web", "tier": "front"}));
         assert_eq!(

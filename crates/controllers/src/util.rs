@@ -1,5 +1,5 @@
-//! Small helpers the workload controllers share: typed decoding of cached objects, controller
-//! references, label selectors of `metav1.LabelSelector` form, and pod readiness.
+//! Small helpers the workload controllers share: controller references, label selectors of
+//! `metav1.LabelSelector` form, and pod readiness.
 //!
 //! Pure functions only; nothing here does I/O.
 
@@ -9,23 +9,9 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::jiff::Timestamp;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
 use trireme_model::selector::LabelSelector;
 use trireme_model::selector::Operator;
 use trireme_model::selector::Requirement;
-use trireme_registry::RegistryError;
-
-/// Decodes a cached object into its k8s-openapi type.
-///
-/// If the object does not fit the type (a bug, or a foreign write through etcd), returns
-/// `Internal`.
-pub fn decode<T: DeserializeOwned>(object: &Value) -> Result<T, RegistryError> {
-    T::deserialize(object).map_err(|e| {
-        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        RegistryError::Internal(format!("cannot decode {name}: {e}"))
-    })
-}
 
 /// Now, in whole seconds: the precision Kubernetes stores timestamps with, so a status computed
 /// now compares equal to the same status read back.
@@ -36,17 +22,6 @@ pub fn now() -> Timestamp {
 /// The owner reference with `controller: true`, if any.
 pub fn controller_of(meta: &meta::ObjectMeta) -> Option<&meta::OwnerReference> {
     meta.owner_references.iter().flatten().find(|r| r.controller == Some(true))
-}
-
-/// The controller reference of a cached object as `(kind, name, uid)`, without decoding it.
-pub fn controller_of_value(object: &Value) -> Option<(&str, &str, &str)> {
-    let refs = object.pointer("/metadata/ownerReferences")?.as_array()?;
-    let r = refs.iter().find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))?;
-    Some((
-        r.get("kind").and_then(Value::as_str).unwrap_or_default(),
-        r.get("name").and_then(Value::as_str).unwrap_or_default(),
-        r.get("uid").and_then(Value::as_str).unwrap_or_default(),
-    ))
 }
 
 /// A controller reference to the object with `meta` (`controller` and `blockOwnerDeletion`
@@ -143,6 +118,7 @@ pub fn pod_available_at(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use serde_json::json;
 
     fn pod(status: Value) -> Pod {
@@ -190,7 +166,6 @@ mod tests {
             {"apiVersion": "v1", "kind": "Other", "name": "x", "uid": "1"},
             {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "2", "controller": true},
         ]}});
-        assert_eq!(controller_of_value(&object), Some(("ReplicaSet", "web", "2")));
         let meta: meta::ObjectMeta = serde_json::from_value(object["metadata"].clone()).expect("metadata");
         assert_eq!(controller_of(&meta).map(|r| r.uid.as_str()), Some("2"));
     }

@@ -303,13 +303,16 @@ async fn scheduling_throughput_onto_a_thousand_nodes() -> Result<()> {
     }
 
     tracing::info!("--- schedule them all");
-    let pod_informer = Informer::new(rt("", "pods"));
-    let node_informer = Informer::new(rt("", "nodes"));
+    let pod_informer = Informer::<trireme_model::kinds::Pods>::new();
+    let node_informer = Informer::<trireme_model::kinds::Nodes>::new();
     let bound = Arc::new(AtomicUsize::new(0));
     let counter = bound.clone();
     pod_informer.subscribe(move |event| {
-        let was = event.old.as_ref().is_some_and(|o| o["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()));
-        let is = event.object["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+        let bound = |pod: &k8s_openapi::api::core::v1::Pod| {
+            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty())
+        };
+        let was = event.old.as_deref().is_some_and(bound);
+        let is = bound(&event.object);
         if is && !was {
             counter.fetch_add(1, Ordering::Relaxed);
         }

@@ -88,7 +88,15 @@ pub trait Strategy: Send + Sync + 'static {
 /// Kubernetes' default behaviour.
 pub trait Kind: Send + Sync + 'static {
     /// The typed object.
-    type Object: Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned;
+    type Object: Metadata<Ty = ObjectMeta>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + PartialEq
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static;
 
     /// How the kind is served.
     const RESOURCE: &'static ResourceType;

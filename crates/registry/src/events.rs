@@ -2,6 +2,8 @@
 //! `kubectl get events`). Written as core/v1 Events, best effort: a failed event never fails
 //! the work it describes.
 
+use k8s_openapi::Metadata;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 use serde_json::json;
 
@@ -30,11 +32,11 @@ impl Recorder {
         Recorder { registry, component: component.into() }
     }
 
-    /// Records that `reason` happened to `object` (which must carry apiVersion, kind and
-    /// metadata). Errors are logged, not returned.
-    pub async fn record(&self, object: &Value, kind: EventType, reason: &str, message: &str) {
+    /// Records that `reason` happened to `object`. Errors are logged, not returned.
+    pub async fn record<T: Metadata<Ty = ObjectMeta>>(&self, object: &T, kind: EventType, reason: &str, message: &str) {
         let Some(rt) = resource::find("", "v1", "events") else { return };
-        let event = event_for(object, &self.component, kind, reason, message);
+        let involved = Involved { api_version: T::API_VERSION, kind: T::KIND, meta: object.metadata() };
+        let event = event_for(&involved, &self.component, kind, reason, message);
         let namespace = event.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
         if let Err(e) = self.registry.create(rt, namespace.as_deref(), event, &WriteOptions::default()).await {
             tracing::debug!(reason, error = %e, "could not record an event");
@@ -42,11 +44,18 @@ impl Recorder {
     }
 }
 
+/// The object an Event is about.
+pub struct Involved<'a> {
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    pub meta: &'a ObjectMeta,
+}
+
 /// The Event object for `reason` on `object` (pure, for tests).
-pub fn event_for(object: &Value, component: &str, kind: EventType, reason: &str, message: &str) -> Value {
-    let meta = &object["metadata"];
-    let name = meta["name"].as_str().unwrap_or_default();
-    let namespace = meta["namespace"].as_str().filter(|n| !n.is_empty()).unwrap_or("default");
+pub fn event_for(object: &Involved<'_>, component: &str, kind: EventType, reason: &str, message: &str) -> Value {
+    let meta = object.meta;
+    let name = meta.name.as_deref().unwrap_or_default();
+    let namespace = meta.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or("default");
     let suffix: u64 = rand::random();
     let time = now();
     json!({
@@ -54,12 +63,12 @@ pub fn event_for(object: &Value, component: &str, kind: EventType, reason: &str,
         "kind": "Event",
         "metadata": {"name": format!("{name}.{suffix:016x}"), "namespace": namespace},
         "involvedObject": {
-            "apiVersion": object["apiVersion"],
-            "kind": object["kind"],
+            "apiVersion": object.api_version,
+            "kind": object.kind,
             "name": name,
-            "namespace": meta["namespace"],
-            "uid": meta["uid"],
-            "resourceVersion": meta["resourceVersion"],
+            "namespace": meta.namespace,
+            "uid": meta.uid,
+            "resourceVersion": meta.resource_version,
         },
         "reason": reason,
         "message": message,
@@ -79,8 +88,13 @@ mod tests {
 
     #[test]
     fn an_event_names_its_object_and_component() {
-        let pod =
-            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "team", "uid": "u1"}});
+        let meta = ObjectMeta {
+            name: Some("web-1".into()),
+            namespace: Some("team".into()),
+            uid: Some("u1".into()),
+            ..Default::default()
+        };
+        let pod = Involved { api_version: "v1", kind: "Pod", meta: &meta };
         let event =
             event_for(&pod, "default-scheduler", EventType::Warning, "FailedScheduling", "0/3 nodes are available");
         assert_eq!(event["metadata"]["namespace"], "team");

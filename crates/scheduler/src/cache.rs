@@ -46,9 +46,8 @@ pub struct Cache {
 
 impl Cache {
     /// Adds or replaces a node, keeping the pods already counted on it.
-    pub fn set_node(&mut self, node: Node) {
+    pub fn set_node(&mut self, node: Arc<Node>) {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let node = Arc::new(node);
         if let Some(i) = self.index.get(&name) {
             self.nodes[*i].set_node(node);
             return;
@@ -168,7 +167,7 @@ mod tests {
     fn cache_with_nodes(names: &[&str], cpu: &str) -> Cache {
         let mut cache = Cache::default();
         for name in names {
-            cache.set_node((*testing::node(name, cpu, "8Gi", json!({})).node).clone());
+            cache.set_node(testing::node(name, cpu, "8Gi", json!({})).node.clone());
         }
         cache
     }
@@ -211,11 +210,11 @@ mod tests {
         let mut cache = Cache::default();
         let p = pod("1", "1Gi", json!({}));
         cache.place(key("a"), "a", "n1", p.usage.clone(), false);
-        cache.set_node((*testing::node("n1", "1", "8Gi", json!({})).node).clone());
+        cache.set_node(testing::node("n1", "1", "8Gi", json!({})).node.clone());
         assert!(cache.schedule(&key("b"), "b", &p).is_err(), "n1's cpu is taken by a");
         cache.remove_node("n1");
         assert!(cache.remove_pod(&key("a"), Some("a")));
-        cache.set_node((*testing::node("n1", "1", "8Gi", json!({})).node).clone());
+        cache.set_node(testing::node("n1", "1", "8Gi", json!({})).node.clone());
         assert_eq!(cache.schedule(&key("b"), "b", &p), Ok("n1".to_string()));
     }
 
@@ -262,7 +261,7 @@ mod tests {
         let names: Vec<String> = (0..1000).map(|i| format!("node-{i:04}")).collect();
         let mut cache = Cache::default();
         for name in &names {
-            cache.set_node((*testing::node(name, "32", "64Gi", json!({})).node).clone());
+            cache.set_node(testing::node(name, "32", "64Gi", json!({})).node.clone());
         }
         let owned = pod(
             "100m",

@@ -16,13 +16,13 @@ use std::sync::Weak;
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::core::v1::Pod;
-use serde::Deserialize;
-use serde_json::Value;
-use serde_json::json;
+use k8s_openapi::api::core::v1::PodCondition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use trireme_model::resource;
+use trireme_model::kinds::Nodes;
+use trireme_model::kinds::Pods;
 use trireme_registry::ChangeType;
 use trireme_registry::Registry;
 use trireme_registry::RegistryError;
@@ -33,9 +33,6 @@ use trireme_registry::events::Recorder;
 use trireme_registry::informer::Event;
 use trireme_registry::informer::Informer;
 use trireme_registry::informer::ObjectKey;
-use trireme_registry::now;
-use trireme_registry::object_name;
-use trireme_registry::set_condition;
 
 use crate::cache::Cache;
 use crate::nodeinfo::PodInfo;
@@ -57,8 +54,8 @@ pub struct Scheduler {
 struct Shared {
     registry: Registry,
     recorder: Recorder,
-    pods: Informer,
-    nodes: Informer,
+    pods: Informer<Pods>,
+    nodes: Informer<Nodes>,
     cache: Mutex<Cache>,
     queue: SchedulingQueue,
 }
@@ -66,13 +63,13 @@ struct Shared {
 /// What to do after a pod was tried, off the scheduling loop.
 enum Followup {
     Bind { key: ObjectKey, node: String },
-    Report { key: ObjectKey, pod: Arc<Value>, message: String, mark: bool, event: bool },
+    Report { key: ObjectKey, pod: Arc<Pod>, message: String, mark: bool, event: bool },
 }
 
 impl Scheduler {
     /// A scheduler binding pods from `pods` to nodes from `nodes`. Subscribes to both informers,
     /// so it must be created before they run.
-    pub fn new(registry: Registry, pods: Informer, nodes: Informer, recorder: Recorder) -> Scheduler {
+    pub fn new(registry: Registry, pods: Informer<Pods>, nodes: Informer<Nodes>, recorder: Recorder) -> Scheduler {
         let shared = Arc::new(Shared {
             registry,
             recorder,
@@ -147,21 +144,13 @@ impl Shared {
 
     /// One attempt to place the pod at `key`.
     fn schedule_one(&self, key: &ObjectKey) -> Option<Followup> {
-        let Some(object) = self.pods.get(key).filter(|o| pending(o)) else {
+        let Some(pod) = self.pods.get(key).filter(|p| pending(p)) else {
             // Bound, deleted or no longer ours since it was queued.
             self.queue.forget(key);
             return None;
         };
-        let pod = match Pod::deserialize(&*object) {
-            Ok(pod) => pod,
-            Err(e) => {
-                tracing::warn!(pod = %key, error = %e, "cannot read the pod; not scheduling it");
-                self.queue.forget(key);
-                return None;
-            }
-        };
-        let uid = str_at(&object, "/metadata/uid");
-        let info = PodInfo::new(pod);
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let info = PodInfo::new((*pod).clone());
         let decision = {
             let mut cache = self.lock_cache();
             // An assumption left by a bind that failed with Conflict: the pod is pending
@@ -184,8 +173,8 @@ impl Shared {
                 let message = fit.to_string();
                 let event = self.queue.unschedulable(key);
                 tracing::debug!(pod = %key, reason = %message, "unschedulable");
-                let mark = !reported(&object, &message);
-                (mark || event).then(|| Followup::Report { key: key.clone(), pod: object, message, mark, event })
+                let mark = !reported(&pod, &message);
+                (mark || event).then(|| Followup::Report { key: key.clone(), pod, message, mark, event })
             }
         }
     }
@@ -197,7 +186,10 @@ impl Shared {
             Ok(written) => {
                 tracing::debug!(pod = %key, node = %node, "bound");
                 let message = format!("Successfully assigned {key} to {node}");
-                self.recorder.record(&written.object, EventType::Normal, "Scheduled", &message).await;
+                match trireme_registry::from_value::<Pods>(written.object) {
+                    Ok(pod) => self.recorder.record(&pod, EventType::Normal, "Scheduled", &message).await,
+                    Err(e) => tracing::debug!(pod = %key, error = %e, "no Scheduled event"),
+                }
             }
             Err(e @ RegistryError::NotFound { .. }) => {
                 // Deleted, perhaps before the assumption was made: nothing will undo it but us.
@@ -229,47 +221,51 @@ impl Shared {
     async fn report(
         self: Arc<Self>,
         key: ObjectKey,
-        pod: Arc<Value>,
+        pod: Arc<Pod>,
         message: String,
         mark: bool,
         event: bool,
         _permit: OwnedSemaphorePermit,
     ) {
-        if let Some(rt) = resource::find("", "v1", "pods").filter(|_| mark) {
+        if mark {
             let options = WriteOptions { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-            let mark = |current: &Value| {
-                let mut next = current.clone();
+            let mark = |current: &mut Pod| {
                 // Bound or deleted meanwhile, or already saying this: nothing to write.
                 if !pending(current) || reported(current, &message) {
-                    return Ok(next);
+                    return;
                 }
-                let was_false = scheduled_condition(current).is_some_and(|c| c["status"] == "False");
                 let since = match scheduled_condition(current) {
-                    Some(c) if was_false => c["lastTransitionTime"].clone(),
-                    _ => json!(now()),
+                    Some(c) if c.status == "False" => c.last_transition_time.clone(),
+                    _ => Some(Time(now())),
                 };
-                set_condition(
-                    &mut next,
-                    json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
-                        "lastProbeTime": null, "lastTransitionTime": since}),
-                );
-                Ok(next)
+                let condition = PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "False".into(),
+                    reason: Some("Unschedulable".into()),
+                    message: Some(message.clone()),
+                    last_transition_time: since,
+                    ..Default::default()
+                };
+                let conditions =
+                    current.status.get_or_insert_with(Default::default).conditions.get_or_insert_with(Vec::new);
+                conditions.retain(|c| c.type_ != "PodScheduled");
+                conditions.push(condition);
             };
             let namespace = key.namespace.as_deref();
-            match self.registry.update_with(rt, namespace, &key.name, Scope::Status, &options, mark, None).await {
+            match self.registry.update_object::<Pods>(namespace, &key.name, Scope::Status, &options, mark, None).await {
                 Ok(_) | Err(RegistryError::NotFound { .. }) => {}
                 Err(e) => tracing::debug!(pod = %key, error = %e, "could not mark the pod unschedulable"),
             }
         }
         if event {
-            self.recorder.record(&pod, EventType::Warning, "FailedScheduling", &message).await;
+            self.recorder.record(&*pod, EventType::Warning, "FailedScheduling", &message).await;
         }
     }
 
-    fn on_pod(&self, event: &Event) {
-        let object = &*event.object;
-        let key = ObjectKey::of(object);
-        let uid = str_at(object, "/metadata/uid");
+    fn on_pod(&self, event: &Event<Pod>) {
+        let pod = &*event.object;
+        let key = event.key();
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         if event.kind == ChangeType::Deleted {
             self.queue.forget(&key);
             if self.lock_cache().remove_pod(&key, Some(uid)) {
@@ -277,27 +273,24 @@ impl Shared {
             }
             return;
         }
-        let node = str_at(object, "/spec/nodeName");
+        let node = node_name(pod);
         if !node.is_empty() {
             self.queue.forget(&key);
-            if finished(object) {
+            if finished(pod) {
                 if self.lock_cache().remove_pod(&key, Some(uid)) {
                     self.queue.move_all();
                 }
                 return;
             }
             // Status updates of running pods are most events: skip them cheaply.
-            let same_spec = event.old.as_ref().is_some_and(|old| old.get("spec") == object.get("spec"));
+            let same_spec = event.old.as_ref().is_some_and(|old| old.spec == pod.spec);
             if same_spec && self.lock_cache().is_bound(&key, uid, node) {
                 return;
             }
-            match Pod::deserialize(object) {
-                Ok(pod) => self.lock_cache().place(key, uid, node, PodUsage::of(&pod), false),
-                Err(e) => tracing::warn!(pod = %key, node, error = %e, "cannot read a bound pod; not counting it"),
-            }
+            self.lock_cache().place(key, uid, node, PodUsage::of(pod), false);
             return;
         }
-        if !pending(object) {
+        if !pending(pod) {
             self.queue.forget(&key);
             return;
         }
@@ -305,10 +298,8 @@ impl Shared {
             // Its bind is under way; this is an older state of it.
             return;
         }
-        let changed = event.old.as_ref().is_some_and(|old| {
-            old.get("spec") != object.get("spec")
-                || old.pointer("/metadata/labels") != object.pointer("/metadata/labels")
-        });
+        let changed =
+            event.old.as_ref().is_some_and(|old| old.spec != pod.spec || old.metadata.labels != pod.metadata.labels);
         if changed {
             self.queue.update(key);
         } else {
@@ -316,75 +307,82 @@ impl Shared {
         }
     }
 
-    fn on_node(&self, event: &Event) {
-        let object = &*event.object;
-        let name = object_name(object);
+    fn on_node(&self, event: &Event<Node>) {
+        let node = &event.object;
+        let name = node.metadata.name.as_deref().unwrap_or_default();
         if event.kind == ChangeType::Deleted {
             self.lock_cache().remove_node(name);
             return;
         }
-        let changed = event.old.as_ref().is_none_or(|old| schedulable_changed(old, object));
+        let changed = event.old.as_ref().is_none_or(|old| schedulable_changed(old, node));
         if !changed && self.lock_cache().has_node(name) {
             // A heartbeat: nothing the filters or scores look at.
             return;
         }
-        match Node::deserialize(object) {
-            Ok(node) => {
-                self.lock_cache().set_node(node);
-                self.queue.move_all();
-            }
-            Err(e) => tracing::warn!(node = name, error = %e, "cannot read a node; not scheduling onto it"),
-        }
+        self.lock_cache().set_node(node.clone());
+        self.queue.move_all();
     }
 }
 
-fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
-    object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+/// Now, in whole seconds (as Kubernetes stores condition times).
+fn now() -> k8s_openapi::jiff::Timestamp {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+fn node_name(pod: &Pod) -> &str {
+    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default()
 }
 
 /// Whether the pod waits for this scheduler: unbound, not being deleted, not gated, not
 /// finished, and for `default-scheduler`.
-fn pending(pod: &Value) -> bool {
-    str_at(pod, "/spec/nodeName").is_empty()
-        && pod.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null)
-        && matches!(str_at(pod, "/spec/schedulerName"), "" | DEFAULT_SCHEDULER)
-        && pod.pointer("/spec/schedulingGates").and_then(Value::as_array).is_none_or(Vec::is_empty)
+fn pending(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    node_name(pod).is_empty()
+        && pod.metadata.deletion_timestamp.is_none()
+        && matches!(spec.and_then(|s| s.scheduler_name.as_deref()).unwrap_or_default(), "" | DEFAULT_SCHEDULER)
+        && spec.and_then(|s| s.scheduling_gates.as_ref()).is_none_or(Vec::is_empty)
         && !finished(pod)
 }
 
 /// Whether the pod has finished (its resources are free again).
-fn finished(pod: &Value) -> bool {
-    matches!(str_at(pod, "/status/phase"), "Succeeded" | "Failed")
+fn finished(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
-fn scheduled_condition(pod: &Value) -> Option<&Value> {
-    pod.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == "PodScheduled")
+fn scheduled_condition(pod: &Pod) -> Option<&PodCondition> {
+    pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled")
 }
 
 /// Whether the pod already says it is unschedulable for `message`.
-fn reported(pod: &Value, message: &str) -> bool {
-    scheduled_condition(pod)
-        .is_some_and(|c| c["status"] == "False" && c["reason"] == "Unschedulable" && c["message"] == message)
+fn reported(pod: &Pod, message: &str) -> bool {
+    scheduled_condition(pod).is_some_and(|c| {
+        c.status == "False" && c.reason.as_deref() == Some("Unschedulable") && c.message.as_deref() == Some(message)
+    })
 }
 
 /// Whether a node changed in something the filters or scores look at.
-fn schedulable_changed(old: &Value, new: &Value) -> bool {
-    let ready = |node: &Value| {
-        node.pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-            .map(|c| c["status"].clone())
+fn schedulable_changed(old: &Node, new: &Node) -> bool {
+    let ready = |node: &Node| {
+        let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+        conditions.and_then(|cs| cs.iter().find(|c| c.type_ == "Ready")).map(|c| c.status.clone())
     };
-    old.get("spec") != new.get("spec")
-        || old.pointer("/metadata/labels") != new.pointer("/metadata/labels")
-        || old.pointer("/status/allocatable") != new.pointer("/status/allocatable")
-        || old.pointer("/status/capacity") != new.pointer("/status/capacity")
+    let status = |node: &Node| node.status.as_ref().map(|s| (s.allocatable.clone(), s.capacity.clone()));
+    old.spec != new.spec
+        || old.metadata.labels != new.metadata.labels
+        || status(old) != status(new)
         || ready(old) != ready(new)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+    use serde_json::json;
+
+    fn typed<T: serde::de::DeserializeOwned>(value: Value) -> T {
+        serde_json::from_value(value).expect("a typed object")
+    }
 
     #[test]
     fn only_unbound_live_pods_for_the_default_scheduler_are_pending() {
@@ -395,7 +393,7 @@ mod tests {
                     p.insert(k.clone(), v.clone());
                 }
             }
-            p
+            typed::<Pod>(p)
         };
         assert!(pending(&pod(json!({}), json!({}))));
         assert!(pending(&pod(json!({"schedulerName": "default-scheduler"}), json!({}))));
@@ -412,20 +410,21 @@ mod tests {
     #[test]
     fn a_heartbeat_is_not_a_schedulable_change_but_readiness_and_taints_are() {
         let node = |ready: &str, beat: &str, taints: Value| {
-            json!({"metadata": {"name": "n"}, "spec": {"taints": taints},
-                "status": {"conditions": [{"type": "Ready", "status": ready, "lastHeartbeatTime": beat}]}})
+            typed::<Node>(json!({"metadata": {"name": "n"}, "spec": {"taints": taints},
+                "status": {"conditions": [{"type": "Ready", "status": ready, "lastHeartbeatTime": beat}]}}))
         };
-        let base = node("True", "t1", json!([]));
-        assert!(!schedulable_changed(&base, &node("True", "t2", json!([]))));
-        assert!(schedulable_changed(&base, &node("False", "t2", json!([]))));
-        assert!(schedulable_changed(&base, &node("True", "t1", json!([{"key": "k", "effect": "NoSchedule"}]))));
+        let (t1, t2) = ("2025-01-01T00:00:01Z", "2025-01-01T00:00:02Z");
+        let base = node("True", t1, json!([]));
+        assert!(!schedulable_changed(&base, &node("True", t2, json!([]))));
+        assert!(schedulable_changed(&base, &node("False", t2, json!([]))));
+        assert!(schedulable_changed(&base, &node("True", t1, json!([{"key": "k", "effect": "NoSchedule"}]))));
     }
 
     #[test]
     fn a_pod_already_marked_with_the_same_message_needs_no_write() {
-        let pod = json!({"status": {"conditions": [
+        let pod = typed::<Pod>(json!({"metadata": {}, "status": {"conditions": [
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}
-        ]}});
+        ]}}));
         assert!(reported(&pod, "0/1 nodes are available: 1 Insufficient cpu."));
         assert!(!reported(&pod, "0/2 nodes are available: 2 Insufficient cpu."));
     }

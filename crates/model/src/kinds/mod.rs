@@ -19,6 +19,21 @@ pub mod secret;
 pub mod service;
 pub mod service_account;
 
+pub use config_map::ConfigMaps;
+pub use deployment::Deployments;
+pub use endpoint_slice::EndpointSlices;
+pub use endpoints::EndpointsKind;
+pub use event::Events;
+pub use lease::Leases;
+pub use namespace::Namespaces;
+pub use node::Nodes;
+pub use pod::Pods;
+pub use replica_set::ReplicaSets;
+pub use replication_controller::ReplicationControllers;
+pub use secret::Secrets;
+pub use service::Services;
+pub use service_account::ServiceAccounts;
+
 use serde_json::Value;
 
 use crate::decode::{NormalizeOutcome, Rejected};
