@@ -28,6 +28,8 @@ use trireme_store::identity::MemberIdentity;
 use trireme_store::membership;
 use trireme_store::scheduled;
 use trireme_store::types::Member;
+use trireme_util::fs::FileOptions;
+use trireme_util::fs::write_atomic;
 
 /// Flags of `trireme master`; names follow etcd's. Every flag can also come from
 /// `--config-file` (YAML, same names); a flag given on the command line wins.
@@ -636,21 +638,11 @@ async fn serve_kubernetes_api(
     let servers: Vec<(String, String)> =
         config.advertise_api_urls.iter().map(|url| (config.name.clone(), url.clone())).take(1).collect();
     let kubeconfig = admin_kubeconfig(server.credentials(), &servers);
-    write_private(&config.data_dir.join("admin.kubeconfig"), kubeconfig.as_bytes())?;
+    let path = config.data_dir.join("admin.kubeconfig");
+    write_atomic(&path, kubeconfig.as_bytes(), FileOptions::PRIVATE)
+        .with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(api = ?config.advertise_api_urls, "Kubernetes API serving");
     server.serve_all(listeners).await.context("Kubernetes API server")
-}
-
-/// Writes a file only its owner can read, atomically.
-fn write_private(path: &std::path::Path, contents: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]
