@@ -10,6 +10,7 @@ use anyhow::bail;
 use clap::Args;
 use clap::ValueEnum;
 use serde::Serialize;
+use trireme_util::duration;
 
 /// Which fault schedule runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -79,35 +80,16 @@ impl Config {
 
     /// `--duration` as it would be written on the command line.
     pub fn duration_text(&self) -> String {
-        format_duration(self.duration)
+        duration::format(self.duration)
     }
 }
 
-/// A duration written as a number and a unit (s, m, h), or a number of seconds.
+/// `--duration`: a Go-style duration (`90s`, `10m`, `1h30m`), or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 10m or 4h"))?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("{text:?}: the unit must be s, m or h")),
-    };
-    Ok(Duration::from_secs(seconds))
-}
-
-/// The shortest of `Nh`, `Nm`, `Ns` that says `d` exactly.
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s > 0 && s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else if s > 0 && s.is_multiple_of(60) {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
+    if let Ok(seconds) = text.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
     }
+    duration::parse(text).map_err(|e| format!("{text:?} is not a duration like 90s, 10m or 4h: {e}"))
 }
 
 /// The `trireme` binary: `flag`, else `$TRIREME_BIN`, else `trireme` next to this executable
@@ -152,11 +134,14 @@ mod tests {
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("4h"), Ok(Duration::from_secs(14_400)));
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("").is_err());
-        assert_eq!(format_duration(Duration::from_secs(600)), "10m");
-        assert_eq!(format_duration(Duration::from_secs(14_400)), "4h");
-        assert_eq!(format_duration(Duration::from_secs(95)), "95s");
+        for (seconds, text) in [(600, "10m"), (14_400, "4h"), (95, "95s")] {
+            let config = Config { duration: Duration::from_secs(seconds), ..Config::default() };
+            assert_eq!(config.duration_text(), text);
+            assert_eq!(parse_duration(text), Ok(config.duration), "{text} reads back");
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ use kube::runtime::watcher;
 use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use trireme_util::fs::FileOptions;
+use trireme_util::fs::write_atomic;
 
 use crate::runtime::ContainerInfo;
 use crate::runtime::PodRef;
@@ -197,11 +199,11 @@ fn group_by_pod(list: Vec<ContainerInfo>) -> HashMap<String, Vec<ContainerInfo>>
 fn checkpoint(dir: &std::path::Path, pod: &Pod) {
     let Some(uid) = pod.metadata.uid.as_deref() else { return };
     let path = dir.join(format!("{uid}.json"));
-    let tmp = dir.join(format!("{uid}.json.tmp"));
+    // Unsynced: a checkpoint only has to outlive the kubelet (a crash of the machine ends every
+    // container anyway), and this runs on every pod event.
     let result = serde_json::to_vec(pod)
         .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&tmp, bytes))
-        .and_then(|()| std::fs::rename(&tmp, &path));
+        .and_then(|bytes| write_atomic(&path, &bytes, FileOptions::UNSYNCED));
     if let Err(e) = result {
         tracing::warn!(path = %path.display(), error = %e, "cannot checkpoint pod");
     }

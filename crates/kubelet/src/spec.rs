@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::Client;
+use trireme_model::quantity;
 
 use crate::runtime::ContainerSpec;
 use crate::runtime::Limits;
@@ -234,36 +235,16 @@ fn resource_value(container: &Container, resource: &str) -> String {
     }
 }
 
-/// "500m" → 500, "2" → 2000.
+/// CPU in millicores, rounded up as Kubernetes does ("500m" → 500, "2" → 2000, "1u" → 1);
+/// `None` when it is not a quantity or is negative.
 pub fn cpu_millis(q: &str) -> Option<u64> {
-    if let Some(m) = q.strip_suffix('m') {
-        return m.parse().ok();
-    }
-    q.parse::<f64>().ok().map(|c| (c * 1000.0).ceil() as u64)
+    quantity::milli_value(q).and_then(|millis| u64::try_from(millis).ok())
 }
 
-/// "128Mi" → 134217728, "1G" → 10^9.
+/// Bytes, rounded up as Kubernetes does ("128Mi" → 134217728, "1G" → 10^9); `None` when it is
+/// not a quantity or is negative.
 pub fn bytes(q: &str) -> Option<u64> {
-    const SUFFIXES: [(&str, u64); 12] = [
-        ("Ki", 1 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("Ti", 1 << 40),
-        ("Pi", 1 << 50),
-        ("Ei", 1 << 60),
-        ("k", 1_000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-        ("T", 1_000_000_000_000),
-        ("P", 1_000_000_000_000_000),
-        ("E", 1_000_000_000_000_000_000),
-    ];
-    for (suffix, factor) in SUFFIXES {
-        if let Some(n) = q.strip_suffix(suffix) {
-            return n.parse::<f64>().ok().map(|n| (n * factor as f64) as u64);
-        }
-    }
-    q.parse::<f64>().ok().map(|n| n as u64)
+    quantity::value(q).and_then(|bytes| u64::try_from(bytes).ok())
 }
 
 #[cfg(test)]
@@ -283,5 +264,10 @@ mod tests {
         assert_eq!(bytes("64Mi"), Some(64 << 20));
         assert_eq!(bytes("1G"), Some(1_000_000_000));
         assert_eq!(bytes("1000"), Some(1000));
+        assert_eq!(cpu_millis("0.3"), Some(300), "exact, not 0.3 × 1000 in floating point");
+        assert_eq!(cpu_millis("1u"), Some(1));
+        assert_eq!(bytes("1.5Gi"), Some(3 << 29));
+        assert_eq!(bytes("1e3k"), None, "one suffix only");
+        assert_eq!(bytes("-1"), None);
     }
 }

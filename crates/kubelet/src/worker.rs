@@ -39,6 +39,8 @@ use kube::api::Preconditions;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use trireme_util::fs::FileOptions;
+use trireme_util::fs::write_atomic;
 
 use crate::config::KubeletConfig;
 use crate::events::Kind;
@@ -596,10 +598,13 @@ impl Worker {
         let dir = self.token_dir();
         std::fs::create_dir_all(&dir)?;
         let token_value = token.status.map(|s| s.token).unwrap_or_default();
-        write_atomic(&dir.join("token"), token_value.as_bytes())?;
-        write_atomic(&dir.join("namespace"), namespace.as_bytes())?;
+        // Unsynced, like the pod checkpoints: these only have to outlive the kubelet, and the
+        // next refresh rewrites them.
+        let options = FileOptions::UNSYNCED;
+        write_atomic(&dir.join("token"), token_value.as_bytes(), options)?;
+        write_atomic(&dir.join("namespace"), namespace.as_bytes(), options)?;
         if let Some(ca) = &self.shared.config.ca_pem {
-            write_atomic(&dir.join("ca.crt"), ca.as_bytes())?;
+            write_atomic(&dir.join("ca.crt"), ca.as_bytes(), options)?;
         }
         self.service_account_dir = Some(dir);
         // Refresh at 80 % of the lifetime, as the kubelet does.
@@ -963,12 +968,6 @@ async fn report_status(shared: Arc<Shared>, pod: PodRef, mut updates: watch::Rec
             }
         }
     }
-}
-
-fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(tmp, path)
 }
 
 #[cfg(test)]

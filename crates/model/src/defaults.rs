@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, Volume,
 };
 
-use crate::validation::parse_quantity;
+use crate::quantity;
 
 /// Kubernetes' default `terminationGracePeriodSeconds`.
 pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
@@ -33,7 +33,7 @@ pub fn qos_class(spec: &PodSpec) -> &'static str {
         let resources = c.resources.as_ref();
         for name in ["cpu", "memory"] {
             let get = |list: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
-                list.and_then(|l| l.get(name)).and_then(|q| parse_quantity(&q.0)).filter(|v| *v != 0)
+                list.and_then(|l| l.get(name)).and_then(|q| quantity::parse(&q.0)).filter(|v| *v != 0)
             };
             let request = get(resources.and_then(|r| r.requests.as_ref()));
             let limit = get(resources.and_then(|r| r.limits.as_ref()));

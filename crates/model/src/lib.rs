@@ -12,6 +12,7 @@
 //! - [`decode`], [`defaults`], [`validation`], [`names`], [`field`]: typed decoding through
 //!   k8s-openapi, defaulting and validation with Kubernetes' messages;
 //! - [`patch`]: JSON, merge, strategic-merge and apply patches; [`managed`]: managedFields;
+//! - [`quantity`]: the one parser of resource quantities (`100m`, `1.5Gi`);
 //! - [`table`]: the columns `kubectl get` prints.
 //!
 //! It depends on no other Trireme crate; `trireme-registry` stores these objects.
@@ -25,6 +26,7 @@ pub mod kinds;
 pub mod managed;
 pub mod names;
 pub mod patch;
+pub mod quantity;
 pub mod resource;
 pub mod selector;
 pub mod strategy;

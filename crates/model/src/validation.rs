@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::field::{FieldError, Reason};
 use crate::names::{dns1123_label, dns1123_subdomain};
+use crate::quantity;
 
 /// The most bytes (keys and values) all annotations of an object may hold.
 pub const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
@@ -573,14 +574,14 @@ pub(crate) fn validate_resources(resources: &ResourceRequirements, path: &str, e
         errs: &mut Vec<FieldError>,
     ) -> BTreeMap<&'a str, (i128, &'a str)> {
         let mut parsed = BTreeMap::new();
-        for (name, quantity) in list.into_iter().flatten() {
-            match parse_quantity(&quantity.0) {
-                None => errs.push(FieldError::invalid(format!("{path}[{name}]"), &quantity.0, QUANTITY_MESSAGE)),
+        for (name, given) in list.into_iter().flatten() {
+            match quantity::parse(&given.0) {
+                None => errs.push(FieldError::invalid(format!("{path}[{name}]"), &given.0, QUANTITY_MESSAGE)),
                 Some(v) if v < 0 => {
-                    errs.push(FieldError::invalid(format!("{path}[{name}]"), &quantity.0, NON_NEGATIVE_MESSAGE))
+                    errs.push(FieldError::invalid(format!("{path}[{name}]"), &given.0, NON_NEGATIVE_MESSAGE))
                 }
                 Some(v) => {
-                    parsed.insert(name.as_str(), (v, quantity.0.as_str()));
+                    parsed.insert(name.as_str(), (v, given.0.as_str()));
                 }
             }
         }
@@ -932,65 +933,6 @@ pub(crate) fn validate_data_keys<'a, V: 'a>(
     }
 }
 
-/// A Kubernetes quantity (`100m`, `1.5Gi`, `2e3`) in nano-units (10⁻⁹), rounded up; `None`
-/// when it does not follow `^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$` with a valid
-/// suffix. Huge values saturate.
-pub fn parse_quantity(text: &str) -> Option<i128> {
-    let (negative, rest) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-    let (number, suffix) = rest.split_at(split);
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if fraction.contains('.') || (whole.is_empty() && fraction.is_empty()) {
-        return None;
-    }
-    let (binary, exponent): (u32, i32) = match suffix {
-        "" => (0, 0),
-        "Ki" => (10, 0),
-        "Mi" => (20, 0),
-        "Gi" => (30, 0),
-        "Ti" => (40, 0),
-        "Pi" => (50, 0),
-        "Ei" => (60, 0),
-        "n" => (0, -9),
-        "u" => (0, -6),
-        "m" => (0, -3),
-        "k" => (0, 3),
-        "M" => (0, 6),
-        "G" => (0, 9),
-        "T" => (0, 12),
-        "P" => (0, 15),
-        "E" => (0, 18),
-        other => {
-            let exp = other.strip_prefix(['e', 'E'])?;
-            let digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            (0, exp.parse().ok()?)
-        }
-    };
-    let mut mantissa: i128 = 0;
-    for b in whole.bytes().chain(fraction.bytes()) {
-        mantissa = mantissa.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
-    }
-    mantissa = mantissa.saturating_mul(1i128 << binary);
-    let scale = i64::from(exponent) + 9 - i64::try_from(fraction.len()).ok()?;
-    let value = if scale >= 0 {
-        let factor = u32::try_from(scale).ok().and_then(|s| 10i128.checked_pow(s)).unwrap_or(i128::MAX);
-        mantissa.saturating_mul(factor)
-    } else {
-        match u32::try_from(-scale).ok().and_then(|s| 10i128.checked_pow(s)) {
-            Some(divisor) => mantissa / divisor + i128::from(mantissa % divisor != 0),
-            None => i128::from(mantissa != 0),
-        }
-    };
-    Some(if negative { -value } else { value })
-}
-
 #[cfg(test)]
 mod tests {
     use crate::testing::validation::*;
@@ -1052,21 +994,6 @@ mod tests {
         assert_eq!(messages(&errs), ["metadata.annotations: Too long: may not be more than 262144 bytes"]);
         let ok = labels(&[("Example.com/Note", "any value at all, spaces too")]);
         assert!(validate_annotations(ok.as_ref(), "metadata.annotations").is_empty());
-    }
-
-    #[test]
-    fn quantities_parse_like_kubernetes() {
-        assert_eq!(parse_quantity("100m"), Some(100_000_000));
-        assert_eq!(parse_quantity("0.1"), Some(100_000_000));
-        assert_eq!(parse_quantity("1Ki"), Some(1024 * 1_000_000_000));
-        assert_eq!(parse_quantity("1e3"), Some(1000 * 1_000_000_000));
-        assert_eq!(parse_quantity("1E"), Some(1_000_000_000_000_000_000 * 1_000_000_000));
-        assert_eq!(parse_quantity("-2"), Some(-2_000_000_000));
-        assert_eq!(parse_quantity("1n"), Some(1));
-        assert_eq!(parse_quantity("0.1n"), Some(1), "rounded up");
-        for bad in ["", ".", "1.2.3", "abc", "1Xi", "1e", "m"] {
-            assert_eq!(parse_quantity(bad), None, "{bad:?}");
-        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Resource amounts as the scheduler counts them, and what a pod asks for.
 //!
 //! CPU is counted in millicores and everything else in whole units (bytes for memory), both
-//! rounded up like Kubernetes' `MilliValue()` and `Value()`; quantities are parsed by the one
-//! parser the workspace has, [`trireme_model::validation::parse_quantity`].
+//! rounded up like Kubernetes' `MilliValue()` and `Value()`: [`trireme_model::quantity`], the one
+//! parser of quantities the workspace has.
 //!
 //! A pod's requests follow Kubernetes' `PodRequests`: the sum of its containers and sidecars
 //! (init containers with `restartPolicy: Always`), or the largest init container plus the
@@ -15,15 +15,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use trireme_model::validation::parse_quantity;
+use trireme_model::quantity;
 
 /// The cpu a container without a cpu request counts as when scoring (100m).
 pub const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
 /// The memory a container without a memory request counts as when scoring (200Mi).
 pub const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
-
-const NANO_PER_MILLI: i128 = 1_000_000;
-const NANO_PER_UNIT: i128 = 1_000_000_000;
 
 /// Amounts of resources: what a pod requests, what a node offers or has handed out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,13 +107,11 @@ impl Resources {
     }
 }
 
-/// The amount of resource `name` in `quantity`: millicores for cpu, units otherwise, rounded
-/// up; 0 when the quantity does not parse or is negative.
-pub fn amount(name: &str, quantity: &Quantity) -> i64 {
-    let Some(nano) = parse_quantity(&quantity.0).filter(|n| *n > 0) else { return 0 };
-    let per = if name == "cpu" { NANO_PER_MILLI } else { NANO_PER_UNIT };
-    let value = nano / per + i128::from(nano % per != 0);
-    i64::try_from(value).unwrap_or(i64::MAX)
+/// The amount of resource `name` in `given`: millicores for cpu, units otherwise, rounded up;
+/// 0 when the quantity does not parse or is negative.
+pub fn amount(name: &str, given: &Quantity) -> i64 {
+    let value = if name == "cpu" { quantity::milli_value(&given.0) } else { quantity::value(&given.0) };
+    value.filter(|v| *v > 0).unwrap_or(0)
 }
 
 /// What a pod requests: Kubernetes' `PodRequests` (containers and sidecars summed, init
@@ -206,6 +201,9 @@ mod tests {
         assert_eq!(amount("memory", &Quantity("1e9".into())), 1_000_000_000);
         assert_eq!(amount("memory", &Quantity("500M".into())), 500_000_000);
         assert_eq!(amount("memory", &Quantity("nonsense".into())), 0);
+        assert_eq!(amount("memory", &Quantity("1500m".into())), 2, "a fraction of a byte rounds up");
+        assert_eq!(amount("cpu", &Quantity("-1".into())), 0, "negative counts as nothing");
+        assert_eq!(amount("memory", &Quantity("16E".into())), i64::MAX, "saturates");
     }
 
     #[test]

@@ -57,7 +57,4 @@ pub fn decode<T: DeserializeOwned>(raw: &[u8]) -> io::Result<T> {
     schema::decode(raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Makes a directory's entries durable (after creating or renaming files in it).
-pub fn sync_dir(path: &Path) -> io::Result<()> {
-    std::fs::File::open(path)?.sync_all()
-}
+pub use trireme_util::fs::sync_dir;

@@ -13,6 +13,8 @@ use serde::Deserialize;
 use serde::Serialize;
 use sha2::Digest;
 use sha2::Sha256;
+use trireme_util::fs::FileOptions;
+use trireme_util::fs::write_atomic;
 
 const FILE: &str = "member.json";
 const BOOTSTRAP_FILE: &str = "bootstrap.json";
@@ -39,7 +41,7 @@ impl MemberIdentity {
 
     /// Writes `member.json` atomically (temp file, fsync, rename, fsync dir).
     pub fn save(&self, data_dir: &Path) -> io::Result<()> {
-        write_atomic(data_dir, FILE, &serde_json::to_vec_pretty(self).map_err(io::Error::other)?)
+        save_json(data_dir, FILE, self)
     }
 }
 
@@ -66,7 +68,7 @@ impl Bootstrap {
 
     /// Writes `bootstrap.json` atomically.
     pub fn save(&self, data_dir: &Path) -> io::Result<()> {
-        write_atomic(data_dir, BOOTSTRAP_FILE, &serde_json::to_vec_pretty(self).map_err(io::Error::other)?)
+        save_json(data_dir, BOOTSTRAP_FILE, self)
     }
 
     /// Removes `bootstrap.json` once Raft holds the membership.
@@ -78,14 +80,11 @@ impl Bootstrap {
     }
 }
 
-/// Writes `name` in `dir` atomically: temp file, fsync, rename, fsync of the directory.
-pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    std::fs::write(&tmp, contents)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    crate::db::sync_dir(dir)
+/// Writes `value` as `name` in `data_dir` (created if missing), durably and atomically.
+fn save_json<T: Serialize>(data_dir: &Path, name: &str, value: &T) -> io::Result<()> {
+    let contents = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    std::fs::create_dir_all(data_dir)?;
+    write_atomic(&data_dir.join(name), &contents, FileOptions::DURABLE)
 }
 
 fn hash_u64(parts: &[&[u8]]) -> u64 {

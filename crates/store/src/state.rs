@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::RwLock;
 
 use rocksdb::DB;
+use trireme_util::fs::FileOptions;
+use trireme_util::fs::write_atomic;
 
 use crate::db;
 use crate::schema::STATE_CFS;
@@ -79,13 +81,6 @@ fn state_dir(dir: &Path, generation: u64) -> PathBuf {
 }
 
 fn write_pointer(dir: &Path, generation: u64) -> io::Result<()> {
-    let tmp = dir.join(format!("{POINTER}.tmp"));
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        writeln!(f, "{generation}")?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(POINTER))?;
-    db::sync_dir(dir)
+    let contents = format!("{generation}\n");
+    write_atomic(&dir.join(POINTER), contents.as_bytes(), FileOptions::DURABLE)
 }

@@ -28,6 +28,9 @@ use trireme_store::identity::MemberIdentity;
 use trireme_store::membership;
 use trireme_store::scheduled;
 use trireme_store::types::Member;
+use trireme_util::duration;
+use trireme_util::fs::FileOptions;
+use trireme_util::fs::write_atomic;
 
 /// Flags of `trireme master`; names follow etcd's. Every flag can also come from
 /// `--config-file` (YAML, same names); a flag given on the command line wins.
@@ -203,23 +206,15 @@ pub struct MasterConfig {
     pub listen_metrics: Option<SocketAddr>,
 }
 
-/// etcd's periodic retention: `0` (off), a number of hours, or a number with ms, s, m or h.
+/// etcd's periodic retention: `0` (off), a bare number of hours, or a duration (`30m`, `1h30m`)
+/// of at least 1s.
 fn parse_retention(value: &str) -> Result<Option<Duration>> {
     let value = value.trim();
     let bad =
         || anyhow::anyhow!("--auto-compaction-retention: {value:?} is not a number of hours or a duration like 30m");
-    if let Ok(hours) = value.parse::<u64>() {
-        return Ok((hours > 0).then(|| Duration::from_secs(hours * 3600)));
-    }
-    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = value.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(bad()),
+    let d = match value.parse::<u64>() {
+        Ok(hours) => Duration::from_secs(hours.checked_mul(3600).ok_or_else(bad)?),
+        Err(_) => duration::parse(value).map_err(|e| anyhow::Error::new(e).context(bad()))?,
     };
     if !d.is_zero() && d < Duration::from_secs(1) {
         bail!("--auto-compaction-retention must be at least 1s, or 0 to keep all history");
@@ -257,20 +252,12 @@ fn host_of(url: &str) -> String {
     }
 }
 
-/// A duration flag: a number with ms, s, m or h (`500ms`, `10s`, `1m`).
+/// A duration flag, Go-style as Kubernetes and etcd flags take them (`500ms`, `10s`, `1m30s`);
+/// the error names the flag.
 pub(crate) fn parse_duration(flag: &str, value: &str) -> Result<Duration> {
-    let bad = || anyhow::anyhow!("--{flag}: {value:?} is not a duration such as 10s, 500ms or 1m");
-    let value = value.trim();
-    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        "h" => Ok(Duration::from_secs(number * 3600)),
-        _ => Err(bad()),
-    }
+    duration::parse(value).map_err(|e| {
+        anyhow::Error::new(e).context(format!("--{flag}: {value:?} is not a duration such as 10s, 500ms or 1m30s"))
+    })
 }
 
 /// `--service-cluster-ip-range`: an IPv4 CIDR with room for at least a few addresses.
@@ -636,21 +623,11 @@ async fn serve_kubernetes_api(
     let servers: Vec<(String, String)> =
         config.advertise_api_urls.iter().map(|url| (config.name.clone(), url.clone())).take(1).collect();
     let kubeconfig = admin_kubeconfig(server.credentials(), &servers);
-    write_private(&config.data_dir.join("admin.kubeconfig"), kubeconfig.as_bytes())?;
+    let path = config.data_dir.join("admin.kubeconfig");
+    write_atomic(&path, kubeconfig.as_bytes(), FileOptions::PRIVATE)
+        .with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(api = ?config.advertise_api_urls, "Kubernetes API serving");
     server.serve_all(listeners).await.context("Kubernetes API server")
-}
-
-/// Writes a file only its owner can read, atomically.
-fn write_private(path: &std::path::Path, contents: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -694,6 +671,25 @@ mod tests {
         assert_eq!(parse_retention("30m")?, Some(Duration::from_secs(1800)));
         assert!(parse_retention("5 minutes").is_err());
         assert!(parse_retention("500ms").is_err(), "below a second");
+        assert_eq!(parse_retention("1h30m")?, Some(Duration::from_secs(5400)));
+        assert_eq!(parse_retention("0s")?, None);
+        assert!(parse_retention("5124095576030432").is_err(), "hours that overflow");
+        let err = parse_retention("2d").expect_err("days");
+        assert!(err.to_string().starts_with("--auto-compaction-retention: \"2d\""), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn duration_flags_read_go_durations_and_name_the_flag() -> Result<()> {
+        assert_eq!(parse_duration("pod-eviction-timeout", "1m30s")?, Duration::from_secs(90));
+        assert_eq!(parse_duration("pod-eviction-timeout", "500ms")?, Duration::from_millis(500));
+        assert_eq!(parse_duration("wait", "0")?, Duration::ZERO);
+        let err = parse_duration("node-monitor-grace-period", "10").expect_err("no unit");
+        assert_eq!(
+            err.to_string(),
+            "--node-monitor-grace-period: \"10\" is not a duration such as 10s, 500ms or 1m30s"
+        );
+        assert!(format!("{err:#}").contains("needs a unit"), "{err:#}");
         Ok(())
     }
 

@@ -16,6 +16,8 @@ use serde::Deserialize;
 use serde::Serialize;
 use tokio::process::Child;
 use tokio::process::Command;
+use trireme_util::fs::FileOptions;
+use trireme_util::fs::write_atomic;
 
 /// The Service ClusterIP range of a `trireme up` cluster: loopback addresses, so that
 /// `curl CLUSTER-IP:PORT` works on this machine.
@@ -73,10 +75,9 @@ impl ClusterFile {
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join("cluster.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, dir.join("cluster.json"))?;
-        Ok(())
+        let path = dir.join("cluster.json");
+        write_atomic(&path, &serde_json::to_vec_pretty(self)?, FileOptions::DURABLE)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// The etcd endpoints, comma-separated.
@@ -326,13 +327,8 @@ async fn write_kubeconfig(cluster: &ClusterFile, dir: &Path) -> Result<PathBuf> 
     let text =
         trireme_apiserver::kubeconfig::for_servers(&admin, &servers).context("reading a master's admin.kubeconfig")?;
     let path = dir.join("kubeconfig");
-    let tmp = dir.join("kubeconfig.tmp");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
-        std::io::Write::write_all(&mut file, text.as_bytes())?;
-    }
-    std::fs::rename(&tmp, &path)?;
+    write_atomic(&path, text.as_bytes(), FileOptions::PRIVATE)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 

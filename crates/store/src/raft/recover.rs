@@ -17,6 +17,8 @@ use std::path::Path;
 
 use rocksdb::Direction;
 use rocksdb::IteratorMode;
+use trireme_util::fs::FileOptions;
+use trireme_util::fs::write_atomic;
 
 use super::Entry;
 use super::state_machine::apply_entries;
@@ -93,7 +95,8 @@ pub fn force_new_cluster(data_dir: &Path, id: u64, me: Member) -> io::Result<Rec
     drop(db);
     drop(state);
     Bootstrap { members: vec![(id, me)] }.save(data_dir)?;
-    crate::identity::write_atomic(data_dir, MARKER, format!("revision {revision}\n").as_bytes())?;
+    let marker = format!("revision {revision}\n");
+    write_atomic(&data_dir.join(MARKER), marker.as_bytes(), FileOptions::DURABLE)?;
     Ok(Recovered { applied_entries, revision, old_members })
 }
 

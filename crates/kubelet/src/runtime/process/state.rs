@@ -14,6 +14,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use trireme_util::fs::{FileOptions, write_atomic};
 
 use crate::runtime::{ContainerState, PodRef};
 
@@ -147,24 +148,12 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T
 /// Replaces `path` with `value` atomically. `private` files (they hold the container's
 /// environment, service-account token included) are readable by their owner only.
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T, private: bool) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(if private { 0o600 } else { 0o644 })
-        .open(&tmp)?;
-    file.write_all(&bytes)?;
     // No fsync: these records only need to survive a restart of the kubelet or the shim, not
     // of the machine (which ends every container anyway); the rename keeps them whole. An
     // fsync per write cost ~0.3 s per container when 50 pods start at once next to the masters.
-    std::fs::rename(&tmp, path)
+    let options = FileOptions::UNSYNCED.mode(if private { 0o600 } else { 0o644 });
+    write_atomic(path, &bytes, options)
 }
 
 /// The start time (clock ticks since boot) of a process that exists and is not a zombie.
