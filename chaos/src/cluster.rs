@@ -362,7 +362,7 @@ impl Cluster {
         for k in 1..=n {
             let name = format!("n{k}");
             let root = self.dir.join(&name);
-            reaper::register_root(&root);
+            reaper::register_root(&root, &self.bin);
             self.nodes.push(Node {
                 ip: Ipv4Addr::new(127, 78, 0, u8::try_from(k)?),
                 pod_cidr: format!("127.78.{k}.0/24"),
@@ -448,7 +448,7 @@ impl Cluster {
         }
         for k in 0..self.nodes.len() {
             let _ = self.kill_node(k).await;
-            reaper::kill_containers_under(&self.nodes[k].root);
+            reaper::kill_containers_under(&self.nodes[k].root, &self.bin);
             reaper::kill_under(&self.nodes[k].root);
         }
         self.proxy.heal();
@@ -466,7 +466,7 @@ impl Drop for Cluster {
             if let Some(child) = n.child.as_mut() {
                 let _ = child.start_kill();
             }
-            reaper::kill_containers_under(&n.root);
+            reaper::kill_containers_under(&n.root, &self.bin);
             reaper::kill_under(&n.root);
         }
     }

@@ -17,7 +17,8 @@ use nix::unistd::Pid;
 
 struct Registry {
     pids: BTreeSet<i32>,
-    roots: BTreeSet<PathBuf>,
+    /// Node root dirs, each with the `trireme` binary whose `killall` stops its containers.
+    roots: BTreeSet<(PathBuf, PathBuf)>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry { pids: BTreeSet::new(), roots: BTreeSet::new() });
@@ -41,9 +42,10 @@ pub fn forget(pid: u32) {
     }
 }
 
-/// Remembers a node agent's root dir: processes living under it are killed on exit.
-pub fn register_root(root: &Path) {
-    registry().roots.insert(root.to_path_buf());
+/// Remembers a node agent's root dir (and the `trireme` binary that ran it): processes living
+/// under it are killed on exit.
+pub fn register_root(root: &Path, bin: &Path) {
+    registry().roots.insert((root.to_path_buf(), bin.to_path_buf()));
 }
 
 /// SIGKILLs every registered process, then every process whose working directory or command
@@ -56,8 +58,8 @@ pub fn kill_all() {
     for pid in pids {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
-    for root in &roots {
-        kill_containers_under(root);
+    for (root, bin) in &roots {
+        kill_containers_under(root, bin);
         kill_under(root);
     }
 }
@@ -67,9 +69,26 @@ fn mentions(arg: &str, root: &str) -> bool {
     arg == root || arg.contains(&format!("{root}/")) || arg.ends_with(&format!("={root}"))
 }
 
-/// SIGKILLs the process group and the shim of every container recorded below `root`.
-pub fn kill_containers_under(root: &Path) {
-    trireme_kubelet::runtime::process::kill_recorded_under(root);
+/// SIGKILLs the process group and the shim of every container recorded below `root`, as
+/// `trireme killall` does (the suite knows nothing of the node agent's on-disk records).
+pub fn kill_containers_under(root: &Path, bin: &Path) {
+    if !root.is_dir() {
+        return;
+    }
+    let done = std::process::Command::new(bin)
+        .arg("killall")
+        .arg("--root-dir")
+        .arg(root)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .output();
+    match done {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            eprintln!("trireme killall --root-dir {}: {}", root.display(), String::from_utf8_lossy(&out.stderr).trim())
+        }
+        Err(e) => eprintln!("trireme killall --root-dir {}: {e}", root.display()),
+    }
 }
 
 /// SIGKILLs (as process groups and as processes) everything running under `root`: a process

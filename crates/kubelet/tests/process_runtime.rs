@@ -251,6 +251,35 @@ async fn a_container_whose_shim_was_killed_is_reported_killed() -> anyhow::Resul
     Ok(())
 }
 
+/// What `trireme killall` does to a node whose agent is gone: every recorded container process
+/// and shim dies, and the runtime reports the container killed.
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_left_behind_are_killed_by_kill_recorded_under_their_root() -> anyhow::Result<()> {
+    let node = Node::new(31)?;
+    let sandbox = node.sandbox("left").await?;
+    let id = node.runtime.start_container(&sandbox, &shell("main", "sleep 30")).await?;
+    let state_file = node.root.path().join("pods/uid-left/containers/main-0/state.json");
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state_file)?)?;
+    let pid = i32::try_from(state["pid"].as_i64().context("no container pid")?)?;
+    let shim = i32::try_from(state["shim_pid"].as_i64().context("no shim pid")?)?;
+    trireme_kubelet::runtime::process::kill_recorded_under(node.root.path());
+    ensure!(wait_exit(&node.runtime, &id).await?.0 == 137, "the container is reported killed");
+    within(Duration::from_secs(10), async {
+        let alive = |pid: i32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // A zombie waits for its parent to reap it: it runs no more.
+            !stat.is_empty() && !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z'))
+        };
+        while alive(pid) || alive(shim) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    })
+    .await
+    .context("the container and its shim are gone")?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_get_different_ips_in_the_cidr_and_a_removed_pod_frees_its_ip() -> anyhow::Result<()> {
     let node = Node::new(5)?;

@@ -3,6 +3,7 @@
 //! the library crates.
 
 mod client;
+mod killall;
 mod master;
 mod member;
 mod node;
@@ -37,6 +38,8 @@ enum Commands {
     Snapshot(snapshot::SnapshotArgs),
     /// List, add, remove and promote masters.
     Member(member::MemberArgs),
+    /// Stop every container a node agent left running under its root dir.
+    Killall(killall::KillallArgs),
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -50,7 +53,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     // Operator tools print their results on stdout; their logs (a verification's store, say)
     // are only for when something is wrong.
     let default_filter = match cli.command {
-        Commands::Snapshot(_) | Commands::Member(_) => "warn,openraft=error",
+        Commands::Snapshot(_) | Commands::Member(_) | Commands::Killall(_) => "warn,openraft=error",
         _ => "info,openraft=warn,h2=warn,tonic=warn",
     };
     tracing_subscriber::fmt()
@@ -68,6 +71,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Commands::Up(args) => up::run(args).await,
             Commands::Snapshot(args) => snapshot::run(args).await,
             Commands::Member(args) => member::run(args).await,
+            Commands::Killall(args) => killall::run(&args),
         }
     });
     // The error and its causes on one line, never a backtrace: these are messages for people.

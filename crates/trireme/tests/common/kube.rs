@@ -75,15 +75,19 @@ pub async fn ready_pods(cluster: &Cluster, selector: &str) -> Result<Vec<Value>>
     Ok(items(cluster, &["pods", "-l", selector]).await?.into_iter().filter(ready).collect())
 }
 
+/// Waits until exactly `n` pods match `selector`, all ready; returns them as that list showed
+/// them (no second list that a transient error could fail).
 pub async fn wait_ready_pods(cluster: &Cluster, selector: &str, n: usize) -> Result<Vec<Value>> {
+    let seen = std::sync::Mutex::new(Vec::new());
     eventually(&format!("{n} ready pods {selector}"), Duration::from_secs(90), || async {
         let pods = items(cluster, &["pods", "-l", selector]).await?;
         let ready = pods.iter().filter(|p| ready(p)).count();
         ensure!(ready == n && pods.len() == n, "{} pods, {ready} ready", pods.len());
+        *seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = pods;
         Ok(())
     })
     .await?;
-    ready_pods(cluster, selector).await
+    Ok(seen.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
 pub async fn wait_nodes_ready(cluster: &Cluster, n: usize) -> Result<()> {
