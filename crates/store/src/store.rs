@@ -677,12 +677,20 @@ impl Store {
                     last_error = StoreError::NoLeader;
                     tokio::time::sleep(LEADER_RETRY.min(remaining)).await;
                 }
+                Ok(ForwardResponse::Failed { message, kind: FailureKind::Unconfirmed }) => {
+                    // As etcd waits for a read index until its request timeout: the leader
+                    // may hear from a quorum again in a moment (a follower just died, or the
+                    // machine is busy); a new leader may be elected meanwhile.
+                    tracing::debug!(%message, "leadership not confirmed by a quorum; retrying");
+                    last_error = StoreError::Raft(message);
+                    tokio::time::sleep(LEADER_RETRY.min(remaining)).await;
+                }
                 Ok(ForwardResponse::Failed { message, kind }) => {
                     return Err(match kind {
                         FailureKind::MemberNotFound => StoreError::MemberNotFound,
                         FailureKind::MemberExists => StoreError::MemberExists,
                         FailureKind::InvalidMembership => StoreError::InvalidMembership(message),
-                        FailureKind::Other => StoreError::Raft(message),
+                        FailureKind::Unconfirmed | FailureKind::Other => StoreError::Raft(message),
                     });
                 }
                 Ok(answer) => return Ok(answer),

@@ -65,6 +65,9 @@ pub enum FailureKind {
     MemberExists,
     /// The change is not allowed (e.g. a membership change is in progress).
     InvalidMembership,
+    /// The leader could not confirm its leadership with a quorum just now (a follower died or
+    /// is slow): worth asking again until the request's deadline.
+    Unconfirmed,
     /// Anything else.
     Other,
 }

@@ -10,6 +10,7 @@ use openraft::ChangeMembers;
 use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::ClientWriteError;
+use openraft::errors::LinearizableReadError;
 use openraft::errors::RaftError;
 use tokio::io::AsyncWriteExt;
 use tonic::Request;
@@ -63,9 +64,10 @@ impl PeerService {
             },
             ForwardRequest::ReadIndex => match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                 Ok(read) => ForwardResponse::ReadIndex { index: read.log_id().index },
-                Err(e) => match e.forward_to_leader() {
-                    Some(f) => ForwardResponse::NotLeader { leader: f.leader_id },
-                    None => failed(FailureKind::Other, e),
+                Err(e) => match (e.forward_to_leader(), e.api_error()) {
+                    (Some(f), _) => ForwardResponse::NotLeader { leader: f.leader_id },
+                    (None, Some(LinearizableReadError::QuorumNotEnough(_))) => failed(FailureKind::Unconfirmed, e),
+                    (None, _) => failed(FailureKind::Other, e),
                 },
             },
             ForwardRequest::LeaseKeepAlive { id } => {
