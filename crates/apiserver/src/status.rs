@@ -134,7 +134,9 @@ impl From<RegistryError> for Failure {
             ),
             RegistryError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", None),
             RegistryError::Store(store) => return store_failure(store),
-            RegistryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError", None),
+            RegistryError::Corrupt(_) | RegistryError::Exhausted(_) | RegistryError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "InternalError", None)
+            }
         };
         Failure { code, reason, message, details }
     }

@@ -95,7 +95,14 @@ pub enum RegistryError {
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Stored data that is not an object (a bug or a foreign write through etcd).
+    /// Stored data that does not decode as JSON or as an object of its kind (a bug, or a
+    /// foreign write through the etcd API).
+    #[error("{0}")]
+    Corrupt(String),
+    /// Nothing is left to allocate: the service IP range or the NodePort range is full.
+    #[error("{0}")]
+    Exhausted(String),
+    /// A failure of this server with no better name (a lost task, a missing built-in kind).
     #[error("{0}")]
     Internal(String),
 }
@@ -1046,7 +1053,7 @@ impl Registry {
                 return Ok(ip);
             }
         }
-        Err(RegistryError::Internal("no free service IP found in the service range".into()))
+        Err(RegistryError::Exhausted("failed to allocate a serviceIP: range is full".into()))
     }
 
     async fn free_node_port(&self, chosen: &BTreeSet<i64>, linearizable: bool) -> Result<i64, RegistryError> {
@@ -1057,7 +1064,7 @@ impl Registry {
                 return Ok(port);
             }
         }
-        Err(RegistryError::Internal("no free node port found in the node port range".into()))
+        Err(RegistryError::Exhausted("failed to allocate a nodePort: range is full".into()))
     }
 }
 
@@ -1180,7 +1187,7 @@ fn next_key(key: &[u8]) -> Vec<u8> {
 
 fn decode(kv: &KeyValue) -> Result<Value, RegistryError> {
     let mut object: Value = serde_json::from_slice(&kv.value).map_err(|e| {
-        RegistryError::Internal(format!("stored object at {} is not JSON: {e}", String::from_utf8_lossy(&kv.key)))
+        RegistryError::Corrupt(format!("stored object at {} is not JSON: {e}", String::from_utf8_lossy(&kv.key)))
     })?;
     set_resource_version(&mut object, kv.mod_revision);
     Ok(object)

@@ -24,7 +24,7 @@ pub fn to_value<T: serde::Serialize>(object: &T) -> Result<Value, RegistryError>
 /// etcd API) is `Internal`.
 pub fn from_value<K: Kind>(object: Value) -> Result<K::Object, RegistryError> {
     serde_json::from_value(object)
-        .map_err(|e| RegistryError::Internal(format!("a stored {} does not decode: {e}", K::RESOURCE.kind)))
+        .map_err(|e| RegistryError::Corrupt(format!("a stored {} does not decode: {e}", K::RESOURCE.kind)))
 }
 
 impl Registry {
@@ -98,5 +98,5 @@ impl Registry {
 /// The metadata of a stored object.
 pub fn metadata_of(object: &Value) -> Result<ObjectMeta, RegistryError> {
     let meta = object.get("metadata").cloned().unwrap_or(Value::Null);
-    serde_json::from_value(meta).map_err(|e| RegistryError::Internal(format!("stored metadata does not decode: {e}")))
+    serde_json::from_value(meta).map_err(|e| RegistryError::Corrupt(format!("stored metadata does not decode: {e}")))
 }
