@@ -13,11 +13,7 @@ use trireme_model::selector::LabelSelector;
 use trireme_model::selector::Operator;
 use trireme_model::selector::Requirement;
 
-/// Now, in whole seconds: the precision Kubernetes stores timestamps with, so a status computed
-/// now compares equal to the same status read back.
-pub fn now() -> Timestamp {
-    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
-}
+pub use trireme_registry::now_seconds as now;
 
 /// The owner reference with `controller: true`, if any.
 pub fn controller_of(meta: &meta::ObjectMeta) -> Option<&meta::OwnerReference> {

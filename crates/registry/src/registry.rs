@@ -1221,7 +1221,7 @@ pub fn object_name(object: &Value) -> &str {
 }
 
 /// `metadata.labels` as a map.
-pub fn labels_of(object: &Value) -> BTreeMap<String, String> {
+fn labels_of(object: &Value) -> BTreeMap<String, String> {
     object
         .pointer("/metadata/labels")
         .and_then(Value::as_object)
@@ -1351,7 +1351,7 @@ fn first_range(responses: &[ResponseOp], i: usize) -> Option<&KeyValue> {
 }
 
 /// Sets (or replaces) the condition of the same `type` in `status.conditions`.
-pub fn set_condition(object: &mut Value, condition: Value) {
+fn set_condition(object: &mut Value, condition: Value) {
     if !object["status"].is_object() {
         object["status"] = json!({});
     }
@@ -1364,6 +1364,13 @@ pub fn set_condition(object: &mut Value, condition: Value) {
 /// Now, as Kubernetes writes timestamps (RFC 3339, whole seconds, UTC).
 pub fn now() -> String {
     timestamp_after(0)
+}
+
+/// Now, in whole seconds: the precision Kubernetes stores timestamps with, so a status computed
+/// now compares equal to the same status read back.
+pub fn now_seconds() -> k8s_openapi::jiff::Timestamp {
+    use k8s_openapi::jiff::Timestamp;
+    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 fn timestamp_after(seconds: i64) -> String {

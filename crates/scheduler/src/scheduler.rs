@@ -236,7 +236,7 @@ impl Shared {
                 }
                 let since = match scheduled_condition(current) {
                     Some(c) if c.status == "False" => c.last_transition_time.clone(),
-                    _ => Some(Time(now())),
+                    _ => Some(Time(trireme_registry::now_seconds())),
                 };
                 let condition = PodCondition {
                     type_: "PodScheduled".into(),
@@ -322,12 +322,6 @@ impl Shared {
         self.lock_cache().set_node(node.clone());
         self.queue.move_all();
     }
-}
-
-/// Now, in whole seconds (as Kubernetes stores condition times).
-fn now() -> k8s_openapi::jiff::Timestamp {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
 fn node_name(pod: &Pod) -> &str {
