@@ -3,20 +3,24 @@
 //! logs — through whichever master answers (the caller hands it `trireme_client`'s failover
 //! client), and on its own when none does.
 //!
-//! Entry point: [`Kubelet::run`]. It depends on the Kubernetes API only (k8s-openapi and the
-//! `kube` client), never on the masters' store or registry.
+//! Entry point: [`Kubelet::run`], which fails only with an [`Error`] that stops it from
+//! starting. It depends on the Kubernetes API only (k8s-openapi and the `kube` client), never
+//! on the masters' store or registry.
 //!
 //! - [`config`]: who the node is and what it offers.
+//! - [`error`]: why a kubelet could not start.
 //! - [`node`]: the Node object, its status and its Lease.
 //! - [`pods`]: the watch of this node's pods and one [`worker`] per pod.
 //! - [`spec`]: a container's environment, limits and mounts from the pod spec.
 //! - [`probe`]: liveness, readiness and startup probes.
 //! - [`events`]: the Events `kubectl describe pod` shows.
 //! - [`server`]: the HTTPS endpoint the API server proxies `kubectl logs` to.
-//! - [`runtime`]: the container runtime interface, the process runtime and the Docker runtime.
+//! - [`runtime`]: the container runtime interface, its errors ([`runtime::RuntimeError`]), the
+//!   process runtime and the Docker runtime.
 //! - [`helper`]: the container shim and the built-in demo images (run as `trireme shim|image`).
 
 pub mod config;
+pub mod error;
 pub mod events;
 pub mod helper;
 pub mod node;
@@ -34,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Capacity;
 pub use config::KubeletConfig;
+pub use error::Error;
 
 use crate::runtime::ContainerRuntime;
 
@@ -45,6 +50,8 @@ pub struct Kubelet {
 }
 
 impl Kubelet {
+    /// A kubelet for the node `config` describes, talking to the masters through `client` and
+    /// running pods with `runtime`.
     pub fn new(config: KubeletConfig, client: Client, runtime: Arc<dyn ContainerRuntime>) -> Kubelet {
         Kubelet { config, client, runtime }
     }
@@ -52,14 +59,15 @@ impl Kubelet {
     /// Runs until `shutdown`: registers the node (retrying until a master answers), then
     /// renews the lease, posts status, runs pods and serves logs. On shutdown the pods keep
     /// running; a kubelet started again adopts them.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Kubelet { config, client, runtime } = self;
-        config.validate().map_err(anyhow::Error::msg)?;
-        std::fs::create_dir_all(&config.root_dir)?;
-        let listener = tokio::net::TcpListener::bind((config.node_ip, config.port))
-            .await
-            .map_err(|e| anyhow::anyhow!("--kubelet-port: cannot listen on {}:{}: {e}", config.node_ip, config.port))?;
-        let port = listener.local_addr()?.port();
+        config.validate().map_err(Error::Config)?;
+        std::fs::create_dir_all(&config.root_dir)
+            .map_err(|source| Error::RootDir { path: config.root_dir.clone(), source })?;
+        let address = std::net::SocketAddr::new(config.node_ip, config.port);
+        let listen_failed = |source| Error::Listen { address, source };
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(listen_failed)?;
+        let port = listener.local_addr().map_err(listen_failed)?.port();
         let index: pods::PodIndex = Default::default();
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(ca) = &config.ca_pem {

@@ -217,7 +217,8 @@ fn load_checkpoints(dir: &std::path::Path) -> Vec<Pod> {
         if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
-        match std::fs::read(&path).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<Pod>(&b)?)) {
+        let pod = std::fs::read(&path).and_then(|b| serde_json::from_slice::<Pod>(&b).map_err(std::io::Error::from));
+        match pod {
             Ok(pod) => pods.push(pod),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "unreadable pod checkpoint; removing it");

@@ -40,24 +40,54 @@ struct ServerState {
     pods: PodIndex,
 }
 
+/// Why the endpoint's TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The cluster CA (from the kubeconfig) is not PEM.
+    #[error("the cluster CA is not a PEM certificate: {0}")]
+    CaPem(#[source] std::io::Error),
+    /// The cluster CA is PEM but not a certificate rustls accepts as a trust anchor.
+    #[error("the cluster CA certificate is refused: {0}")]
+    CaCertificate(#[source] rustls::Error),
+    /// No verifier of client certificates could be built from the cluster CA (none in it, ...).
+    #[error("cannot verify client certificates with the cluster CA: {0}")]
+    ClientVerifier(#[source] rustls::server::VerifierBuilderError),
+    /// The kubelet's self-signed serving certificate could not be made.
+    #[error("cannot make the kubelet's serving certificate for {hosts:?}: {source}")]
+    ServingCertificate {
+        hosts: Vec<String>,
+        #[source]
+        source: rcgen::Error,
+    },
+    /// rustls refused the configuration (protocol versions, the certificate and its key).
+    #[error("cannot configure TLS: {0}")]
+    Config(#[source] rustls::Error),
+}
+
 /// TLS for the kubelet endpoint: a self-signed certificate for `hosts`, client certificates
 /// required and checked against `ca_pem`.
-pub fn tls_config(ca_pem: &str, hosts: Vec<String>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn tls_config(ca_pem: &str, hosts: Vec<String>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(cert?)?;
+        roots.add(cert.map_err(TlsError::CaPem)?).map_err(TlsError::CaCertificate)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
-    let key = rcgen::KeyPair::generate()?;
-    let cert = rcgen::CertificateParams::new(hosts)?.self_signed(&key)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(TlsError::ClientVerifier)?;
+    let serving = |source| TlsError::ServingCertificate { hosts: hosts.clone(), source };
+    let key = rcgen::KeyPair::generate().map_err(serving)?;
+    let cert =
+        rcgen::CertificateParams::new(hosts.clone()).and_then(|params| params.self_signed(&key)).map_err(serving)?;
     let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(
             vec![CertificateDer::from(cert.der().to_vec())],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )?;
+        )
+        .map_err(TlsError::Config)?;
     Ok(Arc::new(config))
 }
 

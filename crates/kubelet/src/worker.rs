@@ -66,6 +66,24 @@ const RESYNC: Duration = Duration::from_secs(5);
 /// from the API. A closed channel means the kubelet is shutting down: containers keep running.
 pub type PodUpdates = watch::Receiver<Option<Arc<Pod>>>;
 
+/// Why a pod's service-account token could not be written (the pod waits in
+/// `ContainerCreating` with this message).
+#[derive(Debug, thiserror::Error)]
+enum TokenError {
+    #[error("TokenRequest for service account {account:?}: {source}")]
+    Request {
+        account: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// What every worker shares.
 pub struct Shared {
     pub client: Client,
@@ -558,7 +576,7 @@ impl Worker {
 
     /// Writes a fresh service-account token for the pod, when it mounts one and the current
     /// one is missing or near its end.
-    async fn ensure_service_account_token(&mut self, pod: &Pod) -> anyhow::Result<()> {
+    async fn ensure_service_account_token(&mut self, pod: &Pod) -> Result<(), TokenError> {
         let Some(spec) = pod.spec.as_ref() else { return Ok(()) };
         if spec.automount_service_account_token == Some(false) {
             return Ok(());
@@ -593,18 +611,21 @@ impl Worker {
                 self.token_expires = Some(Instant::now() + Duration::from_secs(60));
                 return Ok(());
             }
-            Err(e) => return Err(e.into()),
+            Err(source) => return Err(TokenError::Request { account, source }),
         };
         let dir = self.token_dir();
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&dir).map_err(|source| TokenError::Write { path: dir.clone(), source })?;
         let token_value = token.status.map(|s| s.token).unwrap_or_default();
         // Unsynced, like the pod checkpoints: these only have to outlive the kubelet, and the
         // next refresh rewrites them.
-        let options = FileOptions::UNSYNCED;
-        write_atomic(&dir.join("token"), token_value.as_bytes(), options)?;
-        write_atomic(&dir.join("namespace"), namespace.as_bytes(), options)?;
+        let write = |name: &str, data: &[u8]| {
+            let path = dir.join(name);
+            write_atomic(&path, data, FileOptions::UNSYNCED).map_err(|source| TokenError::Write { path, source })
+        };
+        write("token", token_value.as_bytes())?;
+        write("namespace", namespace.as_bytes())?;
         if let Some(ca) = &self.shared.config.ca_pem {
-            write_atomic(&dir.join("ca.crt"), ca.as_bytes(), options)?;
+            write("ca.crt", ca.as_bytes())?;
         }
         self.service_account_dir = Some(dir);
         // Refresh at 80 % of the lifetime, as the kubelet does.

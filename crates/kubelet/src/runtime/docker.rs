@@ -19,7 +19,6 @@ use std::fmt::Display;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
@@ -80,17 +79,19 @@ impl DockerRuntime {
     /// `/var/run/docker.sock`), negotiates the API version and creates the node's network if
     /// it is missing.
     pub async fn connect(config: DockerConfig) -> Result<DockerRuntime> {
-        config.validate().map_err(|problem| RuntimeError::Other(anyhow!(problem)))?;
+        config.validate().map_err(RuntimeError::Config)?;
         let docker = match &config.socket {
             Some(socket) => {
-                let path = socket.to_str().ok_or_else(|| anyhow!("--docker-socket {}: not UTF-8", socket.display()))?;
+                let path = socket
+                    .to_str()
+                    .ok_or_else(|| RuntimeError::Config(format!("--docker-socket {}: not UTF-8", socket.display())))?;
                 Docker::connect_with_unix(path, REQUEST_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION)
             }
             None => Docker::connect_with_local_defaults(),
         }
-        .context("connecting to the Docker daemon")?
+        .map_err(docker_error("connecting to the Docker daemon"))?
         .with_timeout(REQUEST_TIMEOUT);
-        let docker = docker.negotiate_version().await.context("the Docker daemon does not answer")?;
+        let docker = docker.negotiate_version().await.map_err(docker_error("the Docker daemon does not answer"))?;
         let runtime =
             DockerRuntime { docker, network: config.network_name(), config, pause_image: tokio::sync::OnceCell::new() };
         runtime.ensure_network().await?;
@@ -140,10 +141,10 @@ impl DockerRuntime {
             }
             // Another runtime of this node created it meanwhile.
             Err(err) if status(&err) == Some(409) => Ok(()),
-            Err(err) => Err(RuntimeError::Other(anyhow::Error::new(err).context(format!(
+            Err(err) => Err(docker_error(format!(
                 "creating network {} (--docker-network, --docker-subnet {:?})",
                 self.network, self.config.subnet
-            )))),
+            ))(err)),
         }
     }
 
@@ -156,20 +157,27 @@ impl DockerRuntime {
                     Err(err) if status(&err) == Some(404) => {}
                     Err(err) => return Err(daemon_error(err, format!("image {PAUSE_IMAGE}"))),
                 }
-                let version = self.docker.version().await.context("asking the Docker daemon its version")?;
+                let version =
+                    self.docker.version().await.map_err(docker_error("asking the Docker daemon its version"))?;
                 let arch = version.arch.unwrap_or_default();
                 if arch != pause::PAUSE_ARCH {
-                    return Err(RuntimeError::Other(anyhow!(
-                        "the pause image {PAUSE_IMAGE} can only be built for {} and this Docker daemon runs on {arch:?}: \
-                         build or load an image tagged {PAUSE_IMAGE} whose entrypoint waits for SIGTERM",
-                        pause::PAUSE_ARCH
-                    )));
+                    return Err(RuntimeError::PauseImage {
+                        image: PAUSE_IMAGE,
+                        reason: format!(
+                            "it can only be built for {} and this Docker daemon runs on {arch:?}: \
+                             build or load an image tagged {PAUSE_IMAGE} whose entrypoint waits for SIGTERM",
+                            pause::PAUSE_ARCH
+                        ),
+                    });
                 }
-                let context = pause::build_context().context("writing the pause image's build context")?;
+                let context = pause::build_context().map_err(|e| RuntimeError::PauseImage {
+                    image: PAUSE_IMAGE,
+                    reason: format!("writing its build context: {e}"),
+                })?;
                 let options = BuildImageOptionsBuilder::default().t(PAUSE_IMAGE).rm(true).forcerm(true).build();
                 let mut build = self.docker.build_image(options, None, Some(bollard::body_full(context.into())));
                 while let Some(step) = build.next().await {
-                    step.with_context(|| format!("building the pause image {PAUSE_IMAGE}"))?;
+                    step.map_err(docker_error(format!("building the pause image {PAUSE_IMAGE}")))?;
                 }
                 tracing::info!(image = PAUSE_IMAGE, "built the pause image");
                 Ok(())
@@ -184,7 +192,7 @@ impl DockerRuntime {
         selector.extend(labels.iter().map(|(key, value)| format!("{key}={value}")));
         let filters = HashMap::from([("label".to_string(), selector)]);
         let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        self.docker.list_containers(Some(options)).await.context("listing containers").map_err(RuntimeError::from)
+        self.docker.list_containers(Some(options)).await.map_err(docker_error("listing containers"))
     }
 
     /// A sandbox as found in a container listing; `None` if it does not carry our labels.
@@ -349,7 +357,7 @@ impl ContainerRuntime for DockerRuntime {
             .network_settings
             .as_ref()
             .and_then(|settings| settings.networks.as_ref()?.get(&self.network)?.ip_address.as_deref()?.parse().ok())
-            .ok_or_else(|| anyhow!("the pause container {id} got no address on network {}", self.network))?;
+            .ok_or_else(|| RuntimeError::NoPodAddress { sandbox: id.clone(), network: self.network.clone() })?;
         tracing::info!(pod.uid = %pod.uid, sandbox = %id, %ip, "sandbox created");
         Ok(Sandbox { pod: pod.clone(), id, ip })
     }
@@ -481,13 +489,14 @@ impl ContainerRuntime for DockerRuntime {
         let exec_id = match self.docker.create_exec(id, options).await {
             Ok(created) => created.id,
             Err(err) if status(&err) == Some(404) => return Err(RuntimeError::NotFound(format!("container {id}"))),
-            Err(err) => return Err(RuntimeError::Other(anyhow!("exec in container {id}: {}", daemon_message(&err)))),
+            Err(err) => return Err(docker_error(format!("exec in container {id}"))(err)),
         };
         let mut output = Vec::new();
+        let failed = docker_error(format!("exec in container {id}"));
         let run = async {
             let StartExecResults::Attached { output: mut stream, .. } = self.docker.start_exec(&exec_id, None).await?
             else {
-                return Err(anyhow!("the daemon started the exec detached"));
+                return Ok::<_, DockerError>(None);
             };
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?.into_bytes();
@@ -499,14 +508,18 @@ impl ContainerRuntime for DockerRuntime {
                 let inspect = self.docker.inspect_exec(&exec_id).await?;
                 if inspect.running != Some(true) {
                     let code = inspect.exit_code.unwrap_or(-1);
-                    return Ok(i32::try_from(code).unwrap_or(-1));
+                    return Ok(Some(i32::try_from(code).unwrap_or(-1)));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
         match tokio::time::timeout(timeout, run).await {
-            Ok(Ok(exit_code)) => Ok(ExecOutput { exit_code, output }),
-            Ok(Err(err)) => Err(RuntimeError::Other(err.context(format!("exec in container {id}")))),
+            Ok(Ok(Some(exit_code))) => Ok(ExecOutput { exit_code, output }),
+            Ok(Ok(None)) => Err(RuntimeError::ExecFailed {
+                id: id.to_string(),
+                reason: "the daemon started the exec detached".to_string(),
+            }),
+            Ok(Err(err)) => Err(failed(err)),
             Err(_) => {
                 self.kill_exec(&exec_id).await;
                 let note = format!("command {command:?} timed out after {}s", timeout.as_secs_f64());
@@ -714,20 +727,27 @@ fn status(err: &DockerError) -> Option<u16> {
 }
 
 /// What the daemon said, for an error the user reads.
-fn daemon_message(err: &DockerError) -> String {
+pub(super) fn daemon_message(err: &DockerError) -> String {
     match err {
         DockerError::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),
     }
 }
 
-/// The one translation of daemon errors: 404 is [`RuntimeError::NotFound`] of `what`, the rest
-/// is [`RuntimeError::Other`] with the daemon's message.
+/// The one translation of daemon errors about an object: 404 is [`RuntimeError::NotFound`] of
+/// `what`, the rest is [`RuntimeError::Docker`] with the daemon's message.
 fn daemon_error(err: DockerError, what: impl Display) -> RuntimeError {
     match status(&err) {
         Some(404) => RuntimeError::NotFound(what.to_string()),
-        _ => RuntimeError::Other(anyhow::Error::new(err).context(what.to_string())),
+        _ => RuntimeError::Docker { what: what.to_string(), source: err },
     }
+}
+
+/// A daemon error of a request that is not about one object (connecting, listing, building),
+/// for `map_err`: always [`RuntimeError::Docker`].
+fn docker_error(what: impl Into<String>) -> impl FnOnce(DockerError) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Docker { what, source }
 }
 
 #[cfg(test)]

@@ -19,22 +19,76 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use jiff::Timestamp;
 
-/// Errors a runtime reports; the message is what `kubectl describe pod` shows.
+/// Errors a runtime reports; the message is what `kubectl describe pod` shows and what the
+/// kubelet logs, so it names the object, the file or the flag concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The image is not known to this runtime (process runtime: not mapped; Docker: not
     /// present locally, and there is no registry to pull from).
     #[error("image {image:?} not found: {reason}")]
     ImageNotFound { image: String, reason: String },
-    /// The container could not be created or started (bad command, no such executable, ...).
+    /// The container could not be created or started (bad command, no such executable, no free
+    /// pod IP, ...).
     #[error("{0}")]
     StartFailed(String),
-    /// No container or sandbox with that id.
+    /// No container or sandbox with that id; the string names which ("container <id>").
     #[error("{0} not found")]
     NotFound(String),
-    /// Anything else (I/O, the Docker daemon, ...).
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    /// An exec that cannot run: the container is not running, the command is empty, ...
+    #[error("exec in container {id}: {reason}")]
+    ExecFailed { id: String, reason: String },
+    /// An exec's pipes or its wait failed on this machine (process runtime).
+    #[error("exec in container {id}: {action}: {source}")]
+    ExecIo {
+        id: String,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A container was still there `waited` after SIGKILL (process runtime).
+    #[error("container {id} did not exit {waited:?} after SIGKILL")]
+    StopTimedOut { id: String, waited: Duration },
+    /// The runtime's configuration is refused; the message names the flag.
+    #[error("{0}")]
+    Config(String),
+    /// Reading or writing the runtime's own files failed: `action` ("reading", "creating",
+    /// ...) on `path`.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Docker daemon refused a request or did not answer; `what` names the object or the
+    /// request ("container <id>", "creating network <name>", ...). A 404 is [`Self::NotFound`]
+    /// instead.
+    #[error("{what}: {}", docker::daemon_message(.source))]
+    Docker {
+        what: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The pause image is not on the Docker daemon and cannot be built here.
+    #[error("the pause image {image} cannot be built: {reason}")]
+    PauseImage { image: &'static str, reason: String },
+    /// The pause container of a new sandbox got no address on the node's network.
+    #[error("the pause container {sandbox} got no address on network {network}")]
+    NoPodAddress { sandbox: String, network: String },
+    /// File-system work on the blocking thread pool panicked or was cancelled.
+    #[error("a blocking task of the runtime failed: {0}")]
+    Blocking(#[source] tokio::task::JoinError),
+}
+
+impl RuntimeError {
+    /// The error of an I/O `action` ("reading", "creating", ...) on `path`, for `map_err`.
+    pub(crate) fn io(
+        action: impl Into<String>,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> RuntimeError {
+        let (action, path) = (action.into(), path.into());
+        move |source| RuntimeError::Io { action, path, source }
+    }
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

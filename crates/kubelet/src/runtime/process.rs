@@ -46,10 +46,9 @@ use std::ffi::OsString;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use jiff::Timestamp;
@@ -92,17 +91,18 @@ struct Inner {
     config: ProcessConfig,
     cidr: PodCidr,
     cgroups: Option<Cgroups>,
-    /// Serializes IP allocation (which reads every sandbox and writes one).
+    /// Serializes IP allocation (which reads every sandbox and writes one). It guards no data,
+    /// so a panic while holding it leaves nothing inconsistent: a poisoned lock is taken anyway.
     allocation: Mutex<()>,
 }
 
 impl ProcessRuntime {
     /// Checks `config`, creates the root directory and detects cgroup v2.
     pub fn new(config: ProcessConfig) -> Result<ProcessRuntime> {
-        config.validate().map_err(|message| anyhow!(message))?;
-        let cidr = PodCidr::parse(&config.pod_cidr).map_err(|message| anyhow!(message))?;
+        config.validate().map_err(RuntimeError::Config)?;
+        let cidr = PodCidr::parse(&config.pod_cidr).map_err(RuntimeError::Config)?;
         let pods = config.root_dir.join("pods");
-        std::fs::create_dir_all(&pods).with_context(|| format!("creating {}", pods.display()))?;
+        std::fs::create_dir_all(&pods).map_err(RuntimeError::io("creating", &pods))?;
         let cgroups = Cgroups::detect(config.cgroup_root.as_deref());
         Ok(ProcessRuntime { inner: Arc::new(Inner { config, cidr, cgroups, allocation: Mutex::new(()) }) })
     }
@@ -110,22 +110,23 @@ impl ProcessRuntime {
     /// Runs file-system work on a blocking thread.
     async fn blocking<T: Send + 'static>(&self, work: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || work(&inner)).await.map_err(|e| anyhow!("blocking task failed: {e}"))?
+        tokio::task::spawn_blocking(move || work(&inner)).await.map_err(RuntimeError::Blocking)?
     }
 
     /// The directory of an existing container.
     async fn existing_container(&self, id: &str) -> Result<PathBuf> {
         let dir = self.inner.container_dir_of(id)?;
-        match tokio::fs::try_exists(dir.join(CONFIG_FILE)).await {
+        let config = dir.join(CONFIG_FILE);
+        match tokio::fs::try_exists(&config).await {
             Ok(true) => Ok(dir),
             Ok(false) => Err(RuntimeError::NotFound(format!("container {id}"))),
-            Err(e) => Err(anyhow!(e).context(format!("container {id}")).into()),
+            Err(e) => Err(RuntimeError::io("reading", config)(e)),
         }
     }
 
     async fn observe(&self, dir: &Path) -> Result<ContainerState> {
         let dir = dir.to_path_buf();
-        self.blocking(move |_| Ok(observe(&dir).with_context(|| format!("reading {}", dir.display()))?)).await
+        self.blocking(move |_| observe(&dir).map_err(RuntimeError::io("reading", &dir))).await
     }
 
     /// Waits until the shim has started the container, failed to, or taken too long.
@@ -137,8 +138,9 @@ impl ProcessRuntime {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             let shim_exited = !matches!(shim_exit.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty));
-            let state: ShimState =
-                read_json(&dir.join(STATE_FILE)).context("reading the shim's state")?.unwrap_or_default();
+            let state: ShimState = read_json(&dir.join(STATE_FILE))
+                .map_err(RuntimeError::io("reading the shim's state", dir.join(STATE_FILE)))?
+                .unwrap_or_default();
             if let Some(error) = state.error {
                 return Err(RuntimeError::StartFailed(error));
             }
@@ -170,8 +172,9 @@ impl ProcessRuntime {
             if let ContainerState::Exited { .. } = self.observe(dir).await? {
                 return Ok(());
             }
-            let state: ShimState =
-                read_json(&dir.join(STATE_FILE)).context("reading the shim's state")?.unwrap_or_default();
+            let state: ShimState = read_json(&dir.join(STATE_FILE))
+                .map_err(RuntimeError::io("reading the shim's state", dir.join(STATE_FILE)))?
+                .unwrap_or_default();
             let elapsed = started.elapsed();
             if let Some(group) = state.live_group() {
                 if elapsed >= grace {
@@ -184,7 +187,7 @@ impl ProcessRuntime {
                 }
             }
             if elapsed >= grace + KILL_TIMEOUT {
-                return Err(anyhow!("container {id} did not exit {KILL_TIMEOUT:?} after SIGKILL").into());
+                return Err(RuntimeError::StopTimedOut { id: id.to_string(), waited: KILL_TIMEOUT });
             }
             tokio::time::sleep(FAST_POLL).await;
         }
@@ -219,17 +222,18 @@ impl Inner {
 
     fn create_sandbox(&self, pod: &PodRef) -> Result<Sandbox> {
         let dir = self.pod_dir(&pod.uid)?;
-        let _allocating = self.allocation.lock().map_err(|_| anyhow!("IP allocation lock poisoned"))?;
-        if let Some(record) = read_json::<SandboxRecord>(&dir.join(SANDBOX_FILE)).context("reading the sandbox")? {
+        let _allocating = self.allocation.lock().unwrap_or_else(PoisonError::into_inner);
+        let file = dir.join(SANDBOX_FILE);
+        if let Some(record) = read_json::<SandboxRecord>(&file).map_err(RuntimeError::io("reading", &file))? {
             return Ok(sandbox_of(record));
         }
         let used: BTreeSet<Ipv4Addr> = self.sandboxes()?.into_iter().map(|record| record.ip).collect();
         let ip = self.cidr.pod_ips().find(|ip| !used.contains(ip)).ok_or_else(|| {
             RuntimeError::StartFailed(format!("no free pod IP left in --pod-cidr {}", self.config.pod_cidr))
         })?;
-        std::fs::create_dir_all(dir.join("containers")).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir.join("containers")).map_err(RuntimeError::io("creating", &dir))?;
         let record = SandboxRecord { pod: PodRecord::from(pod), ip, created_at: Timestamp::now() };
-        write_json(&dir.join(SANDBOX_FILE), &record, false).context("writing the sandbox")?;
+        write_json(&file, &record, false).map_err(RuntimeError::io("writing", &file))?;
         tracing::info!(pod.uid = %pod.uid, pod.name = %pod.name, %ip, "sandbox created");
         Ok(sandbox_of(record))
     }
@@ -274,12 +278,12 @@ impl Inner {
         }
         if dir.exists() {
             // Only a start that a crashed kubelet left half-done may be started again.
-            if observe(&dir).context("reading the existing container")? != ContainerState::Created
+            if observe(&dir).map_err(RuntimeError::io("reading", &dir))? != ContainerState::Created
                 || read_json::<ShimState>(&dir.join(STATE_FILE)).ok().flatten().is_some()
             {
                 return Err(RuntimeError::StartFailed(format!("container {id} already exists")));
             }
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            std::fs::remove_dir_all(&dir).map_err(RuntimeError::io("removing", &dir))?;
         }
         let root = dir.join("root");
         let mut env = spec.env.clone();
@@ -292,12 +296,12 @@ impl Inner {
             (None, None) => root.clone(),
         };
 
-        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        std::fs::create_dir_all(&root).map_err(RuntimeError::io("creating", &root))?;
         let laid_out = (|| -> Result<Option<PathBuf>> {
             for mount in &spec.mounts {
                 link_mount(&root, &mount.host_path, &mount.container_path)?;
             }
-            std::fs::File::create(dir.join(LOG_FILE)).context("creating the log")?;
+            std::fs::File::create(dir.join(LOG_FILE)).map_err(RuntimeError::io("creating", dir.join(LOG_FILE)))?;
             let cgroup = match &self.cgroups {
                 Some(cgroups) => Some(
                     cgroups
@@ -317,7 +321,8 @@ impl Inner {
                 cgroup: cgroup.clone(),
                 created_at: Timestamp::now(),
             };
-            write_json(&dir.join(CONFIG_FILE), &config, true).context("writing the container's config")?;
+            write_json(&dir.join(CONFIG_FILE), &config, true)
+                .map_err(RuntimeError::io("writing", dir.join(CONFIG_FILE)))?;
             Ok(cgroup)
         })();
         let cgroup = match laid_out {
@@ -351,7 +356,7 @@ impl Inner {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow!(e).context(format!("removing {}", dir.display())).into()),
+            Err(e) => return Err(RuntimeError::io("removing", dir)(e)),
         }
         if let Some(cgroup) = config.and_then(|config| config.cgroup) {
             cgroup::remove(&cgroup);
@@ -388,7 +393,7 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(anyhow!(e).context(format!("reading {}", dir.display())).into()),
+        Err(e) => return Err(RuntimeError::io("reading", dir)(e)),
     };
     let mut dirs: Vec<PathBuf> =
         entries.flatten().filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect();
@@ -404,10 +409,10 @@ fn link_mount(root: &Path, host_path: &Path, container_path: &str) -> Result<()>
     }
     let link = root.join(relative);
     if let Some(parent) = link.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(RuntimeError::io("creating", parent))?;
     }
     std::os::unix::fs::symlink(host_path, &link)
-        .with_context(|| format!("linking {} to {}", link.display(), host_path.display()))?;
+        .map_err(RuntimeError::io(format!("linking {} at", host_path.display()), &link))?;
     Ok(())
 }
 
@@ -450,11 +455,11 @@ impl ContainerRuntime for ProcessRuntime {
                 inner.remove_container_dir(&dir)?;
             }
             let dir = inner.pod_dir(&uid)?;
-            let _allocating = inner.allocation.lock().map_err(|_| anyhow!("IP allocation lock poisoned"))?;
+            let _allocating = inner.allocation.lock().unwrap_or_else(PoisonError::into_inner);
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => tracing::info!(pod.uid = %uid, "sandbox removed"),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(anyhow!(e).context(format!("removing {}", dir.display())).into()),
+                Err(e) => return Err(RuntimeError::io("removing", dir)(e)),
             }
             if let Some(cgroups) = &inner.cgroups {
                 cgroups.remove_pod(&uid);
@@ -530,7 +535,7 @@ impl ContainerRuntime for ProcessRuntime {
                 .containers(None)?
                 .into_iter()
                 .map(|(dir, config)| {
-                    let state = observe(&dir).with_context(|| format!("reading {}", dir.display()))?;
+                    let state = observe(&dir).map_err(RuntimeError::io("reading", &dir))?;
                     Ok(info(config, state))
                 })
                 .collect()
@@ -543,9 +548,9 @@ impl ContainerRuntime for ProcessRuntime {
         let id = id.to_string();
         self.blocking(move |_| {
             let config: ContainerConfig = read_json(&dir.join(CONFIG_FILE))
-                .with_context(|| format!("reading {}", dir.display()))?
+                .map_err(RuntimeError::io("reading", dir.join(CONFIG_FILE)))?
                 .ok_or_else(|| RuntimeError::NotFound(format!("container {id}")))?;
-            let state = observe(&dir).with_context(|| format!("reading {}", dir.display()))?;
+            let state = observe(&dir).map_err(RuntimeError::io("reading", &dir))?;
             Ok(info(config, state))
         })
         .await
@@ -568,18 +573,20 @@ impl ContainerRuntime for ProcessRuntime {
         let (config, state) = self
             .blocking(move |_| {
                 let config: Option<ContainerConfig> =
-                    read_json(&dir.join(CONFIG_FILE)).with_context(|| format!("reading {}", dir.display()))?;
-                Ok((config, observe(&dir).with_context(|| format!("reading {}", dir.display()))?))
+                    read_json(&dir.join(CONFIG_FILE)).map_err(RuntimeError::io("reading", dir.join(CONFIG_FILE)))?;
+                Ok((config, observe(&dir).map_err(RuntimeError::io("reading", &dir))?))
             })
             .await?;
         let config = config.ok_or_else(|| RuntimeError::NotFound(format!("container {id}")))?;
+        let refused = |reason: &str| RuntimeError::ExecFailed { id: id.to_string(), reason: reason.to_string() };
         if !matches!(state, ContainerState::Running { .. }) {
-            return Err(anyhow!("container {id} is not running").into());
+            return Err(refused("the container is not running"));
         }
         let Some((program, args)) = command.split_first() else {
-            return Err(anyhow!("exec in {id}: empty command").into());
+            return Err(refused("empty command"));
         };
-        let (reader, writer) = io::pipe().context("creating a pipe")?;
+        let exec_io = |action: &'static str| move |source| RuntimeError::ExecIo { id: id.to_string(), action, source };
+        let (reader, writer) = io::pipe().map_err(exec_io("creating a pipe"))?;
         let mut process = tokio::process::Command::new(program);
         process
             .args(args)
@@ -589,7 +596,7 @@ impl ContainerRuntime for ProcessRuntime {
             .process_group(0)
             .kill_on_drop(true)
             .stdin(std::process::Stdio::null())
-            .stdout(writer.try_clone().context("duplicating a pipe")?)
+            .stdout(writer.try_clone().map_err(exec_io("duplicating a pipe"))?)
             .stderr(writer);
         let spawned = process.spawn();
         // The command holds the pipe's write end: drop it, or the output never ends.
@@ -604,7 +611,7 @@ impl ContainerRuntime for ProcessRuntime {
         let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
         let mut output = tokio::task::spawn_blocking(move || read_limited(reader));
         let exit_code = match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(status) => exit_code_of(status.context("waiting for the exec")?),
+            Ok(status) => exit_code_of(status.map_err(exec_io("waiting for the command"))?),
             Err(_) => {
                 if let Some(group) = group {
                     let _ = killpg(group, Signal::SIGKILL);
@@ -631,7 +638,8 @@ impl ContainerRuntime for ProcessRuntime {
 
     async fn logs(&self, id: &str, options: &LogOptions) -> Result<BoxStream<'static, io::Result<Bytes>>> {
         let dir = self.existing_container(id).await?;
-        Ok(logs::stream(dir, options).await.with_context(|| format!("reading the log of {id}"))?)
+        let log = dir.join(LOG_FILE);
+        logs::stream(dir, options).await.map_err(RuntimeError::io(format!("reading the log of {id} at"), log))
     }
 }
 
