@@ -6,6 +6,8 @@
 //! linearizable gets at 64 clients, watch delivery latency with 1,000 watchers, and the write
 //! gap after the leader is SIGKILLed.
 
+mod stable;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -67,6 +69,10 @@ struct Args {
     /// store holding them, next to `cp` of the same file (0 skips it).
     #[arg(long, default_value_t = 1024)]
     backup_mb: usize,
+    /// Kills of the leader behind the stable address (the balancer of `trireme up`) while two
+    /// clients poll through it (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    stable_kills: usize,
     /// Extra flags for every trireme master (e.g. "--snapshot-count=100000").
     #[arg(long, allow_hyphen_values = true)]
     trireme_flags: Vec<String>,
@@ -829,6 +835,9 @@ async fn main() -> Result<()> {
     drop(etcd);
     if want("trireme") && args.pod_startup > 0 {
         pod_startup(&trireme_bin, args.pod_startup).await?;
+    }
+    if want("trireme") && args.stable_kills > 0 {
+        stable::run(&trireme_bin, args.stable_kills).await?;
     }
     if want("trireme") && args.backup_mb > 0 {
         backup(&trireme_bin, args.backup_mb).await?;

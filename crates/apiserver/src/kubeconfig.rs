@@ -36,6 +36,19 @@ pub fn for_servers(existing: &str, servers: &[(String, String)]) -> Result<Strin
     Ok(render(ca, token, servers))
 }
 
+/// The CA certificates (PEM) a kubeconfig trusts: its first cluster's
+/// `certificate-authority-data`, decoded.
+pub fn ca_pem(existing: &str) -> Result<Vec<u8>, KubeconfigError> {
+    let doc: serde_json::Value = serde_yaml_ng::from_str(existing)?;
+    let ca = doc
+        .pointer("/clusters/0/cluster/certificate-authority-data")
+        .and_then(serde_json::Value::as_str)
+        .ok_or(KubeconfigError::Missing("certificate-authority-data"))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(ca)
+        .map_err(|_| KubeconfigError::Missing("certificate-authority-data in base64"))
+}
+
 fn render(ca: &str, token: &str, servers: &[(String, String)]) -> String {
     let clusters: Vec<_> = servers
         .iter()
@@ -78,5 +91,7 @@ mod tests {
         assert_eq!(doc["current-context"], "m2");
         assert_eq!(doc["users"][0]["user"]["token"], creds.admin_token.as_str());
         assert!(for_servers("a: 1", &servers).is_err());
+        assert_eq!(ca_pem(&text).expect("the CA"), creds.ca_cert_pem.as_bytes());
+        assert!(ca_pem("a: 1").is_err());
     }
 }

@@ -1,9 +1,10 @@
-//! `trireme`: one binary for every role — `master`, `node`, `up` — and the operator tools
-//! (`snapshot`, `member`). It parses flags, wires the crates together and handles shutdown; the logic lives in
+//! `trireme`: one binary for every role — `master`, `node`, `up`, `lb` — and the operator tools
+//! (`snapshot`, `member`, `killall`). It parses flags, wires the crates together and handles shutdown; the logic lives in
 //! the library crates.
 
 mod client;
 mod killall;
+mod lb;
 mod master;
 mod member;
 mod node;
@@ -40,6 +41,9 @@ enum Commands {
     Member(member::MemberArgs),
     /// Stop every container a node agent left running under its root dir.
     Killall(killall::KillallArgs),
+    /// Serve the cluster's stable address on a host of its own: a health-checked balancer in
+    /// front of the masters' Kubernetes and etcd APIs.
+    Lb(lb::LbArgs),
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -72,6 +76,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Commands::Snapshot(args) => snapshot::run(args).await,
             Commands::Member(args) => member::run(args).await,
             Commands::Killall(args) => killall::run(&args),
+            Commands::Lb(args) => lb::run(args).await,
         }
     });
     // The error and its causes on one line, never a backtrace: these are messages for people.

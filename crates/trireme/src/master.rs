@@ -95,6 +95,11 @@ pub struct MasterArgs {
     /// hosts [default: the listen URLs].
     #[arg(long)]
     pub advertise_api_urls: Option<String>,
+    /// More names or IP addresses the Kubernetes API's serving certificate covers,
+    /// comma-separated: the stable addresses in front of the masters (a balancer, a virtual IP,
+    /// a DNS name), as k3s' `--tls-san`.
+    #[arg(long)]
+    pub tls_san: Option<String>,
     /// Service ClusterIPs are allocated from this IPv4 range [default: 10.96.0.0/12].
     #[arg(long)]
     pub service_cluster_ip_range: Option<String>,
@@ -161,6 +166,7 @@ impl MasterArgs {
             auto_compaction_retention: self.auto_compaction_retention.or(file.auto_compaction_retention),
             listen_api_urls: self.listen_api_urls.or(file.listen_api_urls),
             advertise_api_urls: self.advertise_api_urls.or(file.advertise_api_urls),
+            tls_san: self.tls_san.or(file.tls_san),
             service_cluster_ip_range: self.service_cluster_ip_range.or(file.service_cluster_ip_range),
             service_node_port_range: self.service_node_port_range.or(file.service_node_port_range),
             node_monitor_grace_period: self.node_monitor_grace_period.or(file.node_monitor_grace_period),
@@ -196,6 +202,8 @@ pub struct MasterConfig {
     pub auto_compaction_retention: Option<Duration>,
     pub listen_api: Vec<SocketAddr>,
     pub advertise_api_urls: Vec<String>,
+    /// Extra names and addresses for the API's serving certificate.
+    pub tls_sans: Vec<String>,
     pub registry: RegistryConfig,
     pub node_monitor_grace: Duration,
     pub pod_eviction_timeout: Duration,
@@ -405,6 +413,15 @@ impl MasterConfig {
             auto_compaction_retention: parse_retention(args.auto_compaction_retention.as_deref().unwrap_or("1h"))?,
             listen_api,
             advertise_api_urls,
+            tls_sans: args
+                .tls_san
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_string)
+                .collect(),
             registry,
             node_monitor_grace: parse_duration(
                 "node-monitor-grace-period",
@@ -617,7 +634,8 @@ async fn serve_kubernetes_api(
     listeners: Vec<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let hosts: Vec<String> = config.advertise_api_urls.iter().map(|u| host_of(u)).collect();
+    let hosts: Vec<String> =
+        config.advertise_api_urls.iter().map(|u| host_of(u)).chain(config.tls_sans.iter().cloned()).collect();
     let api_config = ApiConfig { hosts, registry: config.registry.clone() };
     let Some(server) = ApiServer::when_ready(store, api_config, shutdown).await else { return Ok(()) };
     let servers: Vec<(String, String)> =

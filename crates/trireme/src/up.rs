@@ -1,5 +1,7 @@
-//! `trireme up`: a whole cluster on this machine as child processes on loopback.
+//! `trireme up`: a whole cluster on this machine as child processes on loopback, behind one
+//! stable address (a balancer in this process) for the Kubernetes API and one for the etcd API.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -16,12 +18,25 @@ use serde::Deserialize;
 use serde::Serialize;
 use tokio::process::Child;
 use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+use trireme_lb::Backend;
+use trireme_lb::Balancer;
+use trireme_lb::Check;
+use trireme_lb::Options;
 use trireme_util::fs::FileOptions;
 use trireme_util::fs::write_atomic;
 
-/// The Service ClusterIP range of a `trireme up` cluster: loopback addresses, so that
-/// `curl CLUSTER-IP:PORT` works on this machine.
-const UP_SERVICE_RANGE: &str = "127.96.0.0/16";
+/// Clusters that can run side by side on one machine: each takes a slot, and slot `k` owns
+/// node addresses 127.0.(1+k).N, pod IPs 127.(10+k).N.0/24 and Service ClusterIPs
+/// 127.(96+k).0.0/16 — loopback addresses, so `curl CLUSTER-IP:PORT` works on this machine.
+const SLOTS: u8 = 64;
+
+/// Where running `trireme up` clusters claim their slots: `slot-K` holds the claiming cluster's
+/// directory.
+const SLOT_CLAIMS: &str = "/tmp/trireme-up-slots";
+
+/// The kubelet port every node of a `trireme up` cluster listens on, at its own address.
+const KUBELET_PORT: u16 = 10250;
 
 /// Flags of `trireme up`.
 #[derive(Debug, Clone, Args)]
@@ -35,6 +50,10 @@ pub struct UpArgs {
     /// Number of worker nodes (node agents with the process runtime).
     #[arg(long, default_value_t = 2)]
     pub nodes: usize,
+    /// The cluster's name: the kubeconfig's current context. Clusters in different --dirs run
+    /// side by side, each on addresses of its own [default: trireme].
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 /// One process of the cluster, as `cluster.json` lists it.
@@ -58,11 +77,35 @@ pub struct ProcessInfo {
     pub log_file: PathBuf,
 }
 
+/// The cluster's stable addresses: the balancer in `trireme up` in front of every master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StableAddress {
+    /// The Kubernetes API (HTTPS, passed through to a ready master).
+    pub api_url: String,
+    /// The etcd API (passed through to a member that has a leader).
+    pub client_url: String,
+}
+
 /// `<dir>/cluster.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ClusterFile {
     pub token: String,
     pub processes: Vec<ProcessInfo>,
+    /// Kept across restarts, so kubeconfigs and scripts keep working; absent in files written
+    /// before the balancer existed (new ports are taken then).
+    #[serde(default)]
+    pub stable: Option<StableAddress>,
+    /// The cluster's name (the kubeconfig's current context).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Which addresses the cluster's nodes, pods and Services use (see [`SLOTS`]); 0 in files
+    /// written before clusters could run side by side.
+    #[serde(default)]
+    pub slot: u8,
+}
+
+fn default_name() -> String {
+    "trireme".into()
 }
 
 impl ClusterFile {
@@ -79,11 +122,6 @@ impl ClusterFile {
         write_atomic(&path, &serde_json::to_vec_pretty(self)?, FileOptions::DURABLE)
             .with_context(|| format!("writing {}", path.display()))
     }
-
-    /// The etcd endpoints, comma-separated.
-    pub fn endpoints(&self) -> String {
-        self.processes.iter().filter(|p| p.role == "master").map(|p| p.client_url.clone()).collect::<Vec<_>>().join(",")
-    }
 }
 
 /// A free loopback port for a child to take.
@@ -99,10 +137,29 @@ fn plan(args: &UpArgs) -> Result<ClusterFile> {
         if masters != args.masters {
             bail!("{} holds a cluster of {masters} masters; use --masters {masters} or another --dir", dir.display());
         }
+        if let Some(name) = &args.name
+            && *name != previous.name
+        {
+            bail!(
+                "{} holds the cluster {:?}; use --name {} or another --dir",
+                dir.display(),
+                previous.name,
+                previous.name
+            );
+        }
         let mut previous = previous;
-        add_nodes(&dir, args.nodes, &mut previous.processes);
+        claim_slot(previous.slot, &dir)?;
+        add_nodes(&dir, args.nodes, previous.slot, &mut previous.processes);
+        if previous.stable.is_none() {
+            previous.stable = Some(stable_address()?);
+        }
         return Ok(previous);
     }
+    let name = args.name.clone().unwrap_or_else(default_name);
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        bail!("--name {name:?}: use letters, digits, '-', '_' and '.'");
+    }
+    let slot = free_slot(&dir)?;
     let mut processes = Vec::new();
     for i in 1..=args.masters {
         let name = format!("m{i}");
@@ -119,13 +176,71 @@ fn plan(args: &UpArgs) -> Result<ClusterFile> {
             name,
         });
     }
-    add_nodes(&dir, args.nodes, &mut processes);
-    Ok(ClusterFile { token: format!("trireme-up-{}", std::process::id()), processes })
+    add_nodes(&dir, args.nodes, slot, &mut processes);
+    Ok(ClusterFile {
+        token: format!("trireme-up-{}", std::process::id()),
+        processes,
+        stable: Some(stable_address()?),
+        name,
+        slot,
+    })
 }
 
-/// Node `node-i` gets address 127.0.1.i (its kubelet and NodePorts listen there) and pod IPs
-/// from 127.10.i.0/24.
-fn add_nodes(dir: &Path, nodes: usize, processes: &mut Vec<ProcessInfo>) {
+/// The first slot no other cluster has claimed (or whose claimant's directory no longer holds
+/// it) and whose first node address is free; claimed for `dir`.
+fn free_slot(dir: &Path) -> Result<u8> {
+    for slot in 0..SLOTS {
+        if claim_slot(slot, dir).is_ok() {
+            return Ok(slot);
+        }
+    }
+    bail!("every one of the {SLOTS} local cluster slots is taken; stop a `trireme up` cluster or remove {SLOT_CLAIMS}")
+}
+
+/// Claims `slot` for the cluster in `dir`: refused while another cluster's directory holds it
+/// or its first node's kubelet address is taken (a cluster from before the claims, say).
+fn claim_slot(slot: u8, dir: &Path) -> Result<()> {
+    let claims = Path::new(SLOT_CLAIMS);
+    if !claims.is_dir() {
+        std::fs::create_dir_all(claims).with_context(|| format!("creating {}", claims.display()))?;
+        // Addresses are the machine's, so every user's clusters claim here (as in /tmp).
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(claims, std::fs::Permissions::from_mode(0o1777));
+    }
+    let claim = claims.join(format!("slot-{slot}"));
+    if let Ok(holder) = std::fs::read_to_string(&claim) {
+        let holder = PathBuf::from(holder.trim());
+        let still_held = holder != dir
+            && ClusterFile::load(&holder).ok().flatten().is_some_and(|c| c.slot == slot && !c.processes.is_empty());
+        if still_held {
+            bail!("slot {slot} belongs to the cluster in {}", holder.display());
+        }
+    }
+    let first_node = SocketAddr::from(([127, 0, 1 + slot, 1], KUBELET_PORT));
+    if let Err(e) = std::net::TcpListener::bind(first_node) {
+        bail!(
+            "{first_node} is taken ({e}): another cluster or program uses this cluster's node addresses; stop it, or start this cluster in another --dir"
+        );
+    }
+    write_atomic(&claim, dir.display().to_string().as_bytes(), FileOptions::DURABLE)
+        .with_context(|| format!("writing {}", claim.display()))
+}
+
+/// The Service ClusterIP range of slot `slot`.
+fn service_range(slot: u8) -> String {
+    format!("127.{}.0.0/16", 96 + u16::from(slot))
+}
+
+fn stable_address() -> Result<StableAddress> {
+    Ok(StableAddress {
+        api_url: format!("https://127.0.0.1:{}", free_port()?),
+        client_url: format!("http://127.0.0.1:{}", free_port()?),
+    })
+}
+
+/// Node `node-i` of slot k gets address 127.0.(1+k).i (its kubelet and NodePorts listen there)
+/// and pod IPs from 127.(10+k).i.0/24.
+fn add_nodes(dir: &Path, nodes: usize, slot: u8, processes: &mut Vec<ProcessInfo>) {
     processes.retain(|p| p.role == "master");
     for i in 1..=nodes {
         let name = format!("node-{i}");
@@ -135,8 +250,8 @@ fn add_nodes(dir: &Path, nodes: usize, processes: &mut Vec<ProcessInfo>) {
             peer_url: String::new(),
             client_url: String::new(),
             api_url: String::new(),
-            node_ip: format!("127.0.1.{i}"),
-            pod_cidr: format!("127.10.{i}.0/24"),
+            node_ip: format!("127.0.{}.{i}", 1 + u16::from(slot)),
+            pod_cidr: format!("127.{}.{i}.0/24", 10 + u16::from(slot)),
             data_dir: dir.join(&name),
             log_file: dir.join(format!("{name}.log")),
             name,
@@ -166,7 +281,7 @@ fn spawn_node(p: &ProcessInfo, kubeconfig: &Path, api_urls: &[String]) -> Result
     Ok(child)
 }
 
-fn spawn_master(p: &ProcessInfo, initial_cluster: &str, token: &str) -> Result<Child> {
+fn spawn_master(p: &ProcessInfo, initial_cluster: &str, token: &str, slot: u8) -> Result<Child> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&p.log_file)?;
     let exe = std::env::current_exe().context("locating the trireme binary")?;
     let child = Command::new(exe)
@@ -179,7 +294,7 @@ fn spawn_master(p: &ProcessInfo, initial_cluster: &str, token: &str) -> Result<C
         .args(["--initial-cluster", initial_cluster, "--initial-cluster-token", token])
         .args(["--listen-api-urls", &p.api_url])
         // ClusterIPs on loopback: the node agents' proxies listen on them on this machine.
-        .args(["--service-cluster-ip-range", UP_SERVICE_RANGE])
+        .args(["--service-cluster-ip-range", &service_range(slot)])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -195,7 +310,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
         bail!("--masters must be at least 1");
     }
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating --dir {}", args.dir.display()))?;
+    let dir = std::fs::canonicalize(&args.dir)?;
     let mut cluster = plan(&args)?;
+    // Saved at once: the slot claimed is held by what this file says.
+    cluster.save(&dir)?;
     if cluster.processes.iter().any(|p| p.role == "master" && p.api_url.is_empty()) {
         bail!(
             "{} holds a cluster from an older trireme without a Kubernetes API; use another --dir",
@@ -211,15 +329,17 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .join(",");
     let mut children = Vec::new();
     for p in cluster.processes.iter_mut().filter(|p| p.role == "master") {
-        let child = spawn_master(p, &initial_cluster, &cluster.token)?;
+        let child = spawn_master(p, &initial_cluster, &cluster.token, cluster.slot)?;
         p.pid = child.id().unwrap_or(0);
         children.push((p.name.clone(), child));
     }
-    let dir = std::fs::canonicalize(&args.dir)?;
     cluster.save(&dir)?;
-    let endpoints = cluster.endpoints();
     wait_ready(&cluster).await?;
-    let kubeconfig = write_kubeconfig(&cluster, &dir).await?;
+    let admin = wait_admin_kubeconfig(&cluster).await?;
+    let stable = cluster.stable.clone().context("cluster.json names no stable address")?;
+    let stop_balancers = CancellationToken::new();
+    let balancers = start_balancers(&cluster, &stable, &admin, &stop_balancers).await?;
+    let kubeconfig = write_kubeconfig(&cluster, &stable, &admin, &dir)?;
     let api_urls: Vec<String> =
         cluster.processes.iter().filter(|p| p.role == "master").map(|p| p.api_url.clone()).collect();
     for p in cluster.processes.iter_mut().filter(|p| p.role == "node") {
@@ -231,9 +351,14 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     let nodes = cluster.processes.iter().filter(|p| p.role == "node").count();
     println!(
-        "Trireme is up: {} masters and {nodes} nodes (data, logs and cluster.json in {}).",
+        "Trireme is up: {} masters and {nodes} nodes, cluster {:?} (data, logs and cluster.json in {}).",
         args.masters,
+        cluster.name,
         args.dir.display()
+    );
+    println!(
+        "  stable  Kubernetes API {}  etcd API {}  (balanced over the ready masters)",
+        stable.api_url, stable.client_url
     );
     for p in &cluster.processes {
         if p.role == "master" {
@@ -251,7 +376,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
         }
     }
     println!();
-    println!("Use it with kubectl (one context per master; the first is current):");
+    println!("Use it with kubectl (the current context, {:?}, reaches every master through the stable", cluster.name);
+    println!("address; a context per master, m1..., reaches that one):");
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get nodes");
     if let Some(node) = cluster.processes.iter().find(|p| p.role == "node") {
@@ -262,7 +388,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }
     println!();
     println!("Use the store with etcdctl:");
-    println!("  export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={endpoints}");
+    println!("  export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={}", stable.client_url);
     println!("  etcdctl put greeting hello && etcdctl get greeting");
     println!("  etcdctl endpoint status -w table");
     println!();
@@ -286,6 +412,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }
     println!("stopping {} processes...", children.len());
     stop_all(children).await;
+    stop_balancers.cancel();
+    for balancer in balancers {
+        let _ = balancer.await;
+    }
     Ok(())
 }
 
@@ -307,25 +437,71 @@ async fn stop_all(mut children: Vec<(String, Child)>) {
     }
 }
 
-/// Waits for every master's Kubernetes API (its `admin.kubeconfig`), then writes
-/// `<dir>/kubeconfig` with a context per master.
-async fn write_kubeconfig(cluster: &ClusterFile, dir: &Path) -> Result<PathBuf> {
+/// Waits for every master's Kubernetes API to write its `admin.kubeconfig`; returns one.
+async fn wait_admin_kubeconfig(cluster: &ClusterFile) -> Result<String> {
     let masters: Vec<&ProcessInfo> = cluster.processes.iter().filter(|p| p.role == "master").collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let admin = loop {
+    loop {
         let ready: Vec<Option<String>> =
             masters.iter().map(|p| std::fs::read_to_string(p.data_dir.join("admin.kubeconfig")).ok()).collect();
         if ready.iter().all(Option::is_some) {
-            break ready.into_iter().flatten().next().unwrap_or_default();
+            return Ok(ready.into_iter().flatten().next().unwrap_or_default());
         }
         if tokio::time::Instant::now() > deadline {
             bail!("the Kubernetes API did not come up on every master within 60 s; see the logs in the --dir");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The balancers on the stable addresses: the Kubernetes API checked by `/readyz` (trusting the
+/// cluster CA of `admin`), the etcd API by its status naming a leader.
+async fn start_balancers(
+    cluster: &ClusterFile,
+    stable: &StableAddress,
+    admin: &str,
+    stop: &CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let masters: Vec<&ProcessInfo> = cluster.processes.iter().filter(|p| p.role == "master").collect();
+    let backends = |url: fn(&ProcessInfo) -> &str| -> Result<Vec<Backend>> {
+        masters.iter().map(|p| Ok(Backend { name: p.name.clone(), addr: socket_of(url(p))? })).collect()
     };
-    let servers: Vec<(String, String)> = masters.iter().map(|p| (p.name.clone(), p.api_url.clone())).collect();
+    let ca = trireme_apiserver::kubeconfig::ca_pem(admin).context("reading a master's admin.kubeconfig")?;
+    let api = Balancer::bind(
+        "kubernetes",
+        socket_of(&stable.api_url)?,
+        backends(|p| &p.api_url)?,
+        Check::readyz(&ca)?,
+        Options::default(),
+    )
+    .await
+    .context("starting the Kubernetes API's balancer (another program took its port: use another --dir)")?;
+    let etcd = Balancer::bind(
+        "etcd",
+        socket_of(&stable.client_url)?,
+        backends(|p| &p.client_url)?,
+        Check::EtcdStatus,
+        Options::default(),
+    )
+    .await
+    .context("starting the etcd API's balancer (another program took its port: use another --dir)")?;
+    Ok(vec![tokio::spawn(api.run(stop.clone())), tokio::spawn(etcd.run(stop.clone()))])
+}
+
+/// `127.0.0.1:PORT` of `http(s)://127.0.0.1:PORT`.
+fn socket_of(url: &str) -> Result<SocketAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.trim_end_matches('/').parse().with_context(|| format!("{url:?} is not a URL of an IP address and port"))
+}
+
+/// Writes `<dir>/kubeconfig`: the current context, named after the cluster, on the stable
+/// address, then a context per master.
+fn write_kubeconfig(cluster: &ClusterFile, stable: &StableAddress, admin: &str, dir: &Path) -> Result<PathBuf> {
+    let servers: Vec<(String, String)> = std::iter::once((cluster.name.clone(), stable.api_url.clone()))
+        .chain(cluster.processes.iter().filter(|p| p.role == "master").map(|p| (p.name.clone(), p.api_url.clone())))
+        .collect();
     let text =
-        trireme_apiserver::kubeconfig::for_servers(&admin, &servers).context("reading a master's admin.kubeconfig")?;
+        trireme_apiserver::kubeconfig::for_servers(admin, &servers).context("reading a master's admin.kubeconfig")?;
     let path = dir.join("kubeconfig");
     write_atomic(&path, text.as_bytes(), FileOptions::PRIVATE)
         .with_context(|| format!("writing {}", path.display()))?;

@@ -1,6 +1,7 @@
 //! `trireme up` as `make run` uses it: a cluster of 3 masters and 2 nodes comes up, says how to
-//! use it, serves kubectl (through every master's context) and etcdctl, runs the example app,
-//! and stops every process — pods included — on Ctrl-C.
+//! use it, serves kubectl (through the stable address and every master's context) and etcdctl,
+//! runs the example app, keeps kubectl and etcdctl working through the stable address while the
+//! leader is SIGKILLed, and stops every process — pods included — on Ctrl-C.
 
 mod common;
 
@@ -18,10 +19,10 @@ use tokio::io::AsyncBufReadExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_starts_a_cluster_that_kubectl_and_etcdctl_can_use_and_ctrl_c_stops_it() -> Result<()> {
-    // Ports and node addresses (127.0.1.1 and .2) are the defaults: nothing else may run
-    // `trireme up` on this machine during the test.
+    // Ports are free ones and node addresses those of a slot no other cluster holds, so other
+    // `trireme up` clusters may run meanwhile.
     let dir = tempfile::tempdir()?;
-    let _guard = KillOnFailure(dir.path().to_path_buf());
+    let _guard = common::UpGuard(dir.path().to_path_buf());
     let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_trireme"))
         .args(["up", "--dir"])
         .arg(dir.path())
@@ -51,6 +52,14 @@ async fn up_starts_a_cluster_that_kubectl_and_etcdctl_can_use_and_ctrl_c_stops_i
         .filter_map(|p| p["pid"].as_i64().and_then(|pid| i32::try_from(pid).ok()))
         .collect();
     assert_eq!(pids.len(), 5);
+    let node_ip = cluster["processes"]
+        .as_array()
+        .context("processes")?
+        .iter()
+        .find(|p| p["role"] == "node")
+        .and_then(|p| p["node_ip"].as_str())
+        .context("a node's address")?
+        .to_string();
 
     let kubeconfig = printed
         .iter()
@@ -59,7 +68,7 @@ async fn up_starts_a_cluster_that_kubectl_and_etcdctl_can_use_and_ctrl_c_stops_i
         .to_string();
     ensure!(std::path::Path::new(&kubeconfig) == dir.path().canonicalize()?.join("kubeconfig"), "{kubeconfig}");
     let cache = dir.path().join("kubecache");
-    for context in ["m1", "m2", "m3"] {
+    for context in ["trireme", "m1", "m2", "m3"] {
         let out =
             common::kubectl(kubeconfig.as_ref(), &cache, &["--context", context, "get", "namespaces"], None).await?;
         ensure!(ok(out)?.contains("kube-system"), "kubectl through {context}");
@@ -74,7 +83,7 @@ async fn up_starts_a_cluster_that_kubectl_and_etcdctl_can_use_and_ctrl_c_stops_i
         let answer = async {
             use tokio::io::AsyncReadExt;
             use tokio::io::AsyncWriteExt;
-            let mut stream = tokio::net::TcpStream::connect("127.0.1.1:30080").await?;
+            let mut stream = tokio::net::TcpStream::connect((node_ip.as_str(), 30080)).await?;
             stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await?;
             let mut body = String::new();
             stream.read_to_string(&mut body).await?;
@@ -89,6 +98,8 @@ async fn up_starts_a_cluster_that_kubectl_and_etcdctl_can_use_and_ctrl_c_stops_i
 
     ok(etcdctl(&endpoints, &["put", "greeting", "hello"], None).await?)?;
     assert_eq!(ok(etcdctl(&endpoints, &["get", "greeting", "--print-value-only"], None).await?)?.trim(), "hello");
+
+    survives_killing_the_leader(&cluster, &endpoints, kubeconfig.as_ref(), &cache).await?;
 
     let pid = Pid::from_raw(i32::try_from(up.id().context("up pid")?)?);
     kill(pid, Signal::SIGINT)?;
@@ -114,20 +125,92 @@ async fn up_starts_a_cluster_that_kubectl_and_etcdctl_can_use_and_ctrl_c_stops_i
     Ok(())
 }
 
-/// On the way out (a failed step included), SIGKILLs every process `cluster.json` lists and
-/// every container under the dir: `up` itself is killed on drop and cannot stop them then.
-struct KillOnFailure(std::path::PathBuf);
+/// kubectl (the default context) and etcdctl, both on the stable address, poll without pause
+/// while the leader is SIGKILLed: no failure lasts more than 2 s.
+async fn survives_killing_the_leader(
+    cluster: &serde_json::Value,
+    endpoints: &str,
+    kubeconfig: &std::path::Path,
+    cache: &std::path::Path,
+) -> Result<()> {
+    let masters: Vec<(String, i32)> = cluster["processes"]
+        .as_array()
+        .context("processes")?
+        .iter()
+        .filter(|p| p["role"] == "master")
+        .filter_map(|p| Some((p["client_url"].as_str()?.to_string(), i32::try_from(p["pid"].as_i64()?).ok()?)))
+        .collect();
+    let all: Vec<&str> = masters.iter().map(|(url, _)| url.as_str()).collect();
+    let status = ok(etcdctl(&all.join(","), &["endpoint", "status", "-w", "json"], None).await?)?;
+    let status: serde_json::Value = serde_json::from_str(&status)?;
+    let leader = status
+        .as_array()
+        .context("endpoint status")?
+        .iter()
+        .find(|s| s["Status"]["header"]["member_id"] == s["Status"]["leader"])
+        .and_then(|s| s["Endpoint"].as_str())
+        .context("a member that is the leader")?;
+    let pid = masters.iter().find(|(url, _)| url == leader).map(|(_, pid)| *pid).context("the leader's pid")?;
 
-impl Drop for KillOnFailure {
-    fn drop(&mut self) {
-        let listed = std::fs::read(self.0.join("cluster.json"))
-            .ok()
-            .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok());
-        for p in listed.iter().flat_map(|c| c["processes"].as_array().cloned().unwrap_or_default()) {
-            if let Some(pid) = p["pid"].as_i64().and_then(|pid| i32::try_from(pid).ok()).filter(|pid| *pid > 0) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (kube_cfg, kube_cache) = (kubeconfig.to_path_buf(), cache.to_path_buf());
+    let kube = tokio::spawn(poll(stop.clone(), move || {
+        let (kubeconfig, cache) = (kube_cfg.clone(), kube_cache.clone());
+        async move {
+            let out =
+                common::kubectl(&kubeconfig, &cache, &["get", "namespaces", "--request-timeout=2s"], None).await?;
+            ok(out).map(drop)
+        }
+    }));
+    let etcd_endpoint = endpoints.to_string();
+    let etcd = tokio::spawn(poll(stop.clone(), move || {
+        let endpoints = etcd_endpoint.clone();
+        async move {
+            let args = ["--dial-timeout=1s", "--command-timeout=2s", "get", "greeting", "--print-value-only"];
+            let out = ok(etcdctl(&endpoints, &args, None).await?)?;
+            ensure!(out.trim() == "hello", "read {out:?}");
+            Ok(())
+        }
+    }));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.cancel();
+    for (client, task) in [("kubectl", kube), ("etcdctl", etcd)] {
+        let (attempts, longest) = task.await??;
+        println!("{client}: {attempts} requests through the stable address; longest failure {longest:?}");
+        ensure!(attempts >= 5, "{client} made only {attempts} requests");
+        ensure!(longest <= Duration::from_secs(2), "{client} failed for {longest:?} after the leader was killed");
+    }
+    Ok(())
+}
+
+/// Runs `request` back to back until `stop`; returns the attempts and the longest time from a
+/// failed attempt's start to the next success's start.
+async fn poll<F, Fut>(stop: tokio_util::sync::CancellationToken, request: F) -> Result<(usize, Duration)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let (mut attempts, mut longest, mut failing_since) = (0, Duration::ZERO, None);
+    while !stop.is_cancelled() {
+        let started = std::time::Instant::now();
+        attempts += 1;
+        match request().await {
+            Ok(()) => {
+                if let Some(since) = failing_since.take() {
+                    longest = longest.max(started.duration_since(since));
+                }
+            }
+            Err(error) => {
+                println!("a request failed: {error:#}");
+                failing_since.get_or_insert(started);
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        common::nodes::kill_containers_under(&self.0);
     }
+    if let Some(since) = failing_since {
+        longest = longest.max(since.elapsed());
+    }
+    Ok((attempts, longest))
 }

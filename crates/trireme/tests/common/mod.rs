@@ -370,3 +370,22 @@ pub fn ok(out: Output) -> Result<String> {
     }
     Ok(String::from_utf8(out.stdout)?)
 }
+
+/// For a `trireme up` in the dir: on the way out (a failed step included), SIGKILLs every process
+/// `cluster.json` lists and every container under the dir (`up` itself is killed on drop and
+/// cannot stop them then).
+pub struct UpGuard(pub std::path::PathBuf);
+
+impl Drop for UpGuard {
+    fn drop(&mut self) {
+        let listed = std::fs::read(self.0.join("cluster.json"))
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok());
+        for p in listed.iter().flat_map(|c| c["processes"].as_array().cloned().unwrap_or_default()) {
+            if let Some(pid) = p["pid"].as_i64().and_then(|pid| i32::try_from(pid).ok()).filter(|pid| *pid > 0) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        nodes::kill_containers_under(&self.0);
+    }
+}
