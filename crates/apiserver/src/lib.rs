@@ -38,6 +38,7 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::any;
 use axum::routing::get;
+use backon::Retryable;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -101,24 +102,17 @@ impl ApiServer {
         Ok(ApiServer { state, tls })
     }
 
-    /// [`ApiServer::new`], retried with backoff until it succeeds: on a new cluster the
-    /// credentials can be created only once the store takes writes. `None` at `shutdown`.
+    /// [`ApiServer::new`], retried with [`trireme_registry::retry::BACKOFF`] until it
+    /// succeeds: on a new cluster the credentials can be created only once the store takes
+    /// writes. `None` at `shutdown`.
     pub async fn when_ready(store: Store, config: ApiConfig, shutdown: CancellationToken) -> Option<ApiServer> {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let attempt = tokio::select! {
-                () = shutdown.cancelled() => return None,
-                attempt = ApiServer::new(store.clone(), config.clone(), shutdown.clone()) => attempt,
-            };
-            match attempt {
-                Ok(server) => return Some(server),
-                Err(e) => tracing::info!(error = %e, "Kubernetes API not ready yet; retrying"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return None,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(2));
+        let attempts = (|| ApiServer::new(store.clone(), config.clone(), shutdown.clone()))
+            .retry(trireme_registry::retry::BACKOFF)
+            .notify(|e, _| tracing::info!(error = %e, "Kubernetes API not ready yet; retrying"));
+        tokio::select! {
+            () = shutdown.cancelled() => None,
+            // The backoff has no limit: the retries end only in a server.
+            started = attempts => started.ok(),
         }
     }
 

@@ -17,8 +17,8 @@ use std::sync::PoisonError;
 use std::sync::RwLock;
 use std::sync::RwLockReadGuard;
 use std::sync::RwLockWriteGuard;
-use std::time::Duration;
 
+use backon::Retryable;
 use k8s_openapi::Metadata;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
@@ -31,6 +31,7 @@ use crate::registry::Registry;
 use crate::registry::RegistryError;
 use crate::registry::WatchOptions;
 use crate::registry::object_name;
+use crate::retry;
 use trireme_model::resource::ResourceType;
 use trireme_model::selector::LabelSelector;
 use trireme_model::selector::Operator;
@@ -310,25 +311,25 @@ impl<K: Kind> Informer<K> {
         Arc::new(self.clone())
     }
 
-    /// Lists and watches until `shutdown`, relisting when the watch expires and retrying (with
-    /// backoff) when the store fails.
+    /// Lists and watches until `shutdown`, relisting at once when the watch expires and
+    /// retrying with [`retry::BACKOFF`] when the store fails; the backoff starts over after a
+    /// relist.
     pub async fn run(self, registry: Registry, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            match self.list_and_watch(&registry, &shutdown).await {
+        loop {
+            let attempts = (|| self.list_and_watch(&registry, &shutdown))
+                .retry(retry::BACKOFF)
+                .when(|e| !matches!(e, RegistryError::Expired(_)))
+                .notify(|e, delay| {
+                    tracing::debug!(resource = K::RESOURCE.plural, error = %e, ?delay, "informer failed; retrying");
+                });
+            let ended = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ended = attempts => ended,
+            };
+            match ended {
                 Ok(()) => return,
-                Err(RegistryError::Expired(_)) => {
-                    tracing::debug!(resource = K::RESOURCE.plural, "watch expired; relisting");
-                    backoff = Duration::from_millis(100);
-                }
-                Err(e) => {
-                    tracing::debug!(resource = K::RESOURCE.plural, error = %e, "informer failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
+                // The backoff has no limit, so only an expired watch ends the retries.
+                Err(e) => tracing::debug!(resource = K::RESOURCE.plural, error = %e, "watch expired; relisting"),
             }
         }
     }

@@ -8,6 +8,8 @@
 //! - [`workqueue`]: keys to reconcile, one worker per key, with backoff;
 //! - [`controller`]: the builder that wires a controller from informers, a queue and a
 //!   reconcile;
+//! - [`retry`]: the backoff for retrying work the store failed (informers, the API server's
+//!   start);
 //! - the scale subresource (`Registry::get_scale`, `Registry::update_scale`, in `scale.rs`);
 //! - the TokenRequest subresource (`Registry::token_request`, in [`token`]);
 //! - typed writes (`Registry::create_object`, `Registry::update_object`, in `typed.rs`);
@@ -20,6 +22,7 @@ pub mod controller;
 pub mod events;
 pub mod informer;
 mod registry;
+pub mod retry;
 mod scale;
 pub mod token;
 mod typed;
