@@ -10,7 +10,9 @@
 //! - [`config`]: who the node is and what it offers.
 //! - [`error`]: why a kubelet could not start.
 //! - [`node`]: the Node object, its status and its Lease.
-//! - [`pods`]: the watch of this node's pods and one [`worker`] per pod.
+//! - [`pods`]: the watch of this node's pods and one [`worker`] per pod, which does what
+//!   `plan` decides without I/O (what to start, back-off, probes, stopping) and reports the
+//!   status `status` computes.
 //! - [`spec`]: a container's environment, limits and mounts from the pod spec.
 //! - [`probe`]: liveness, readiness and startup probes.
 //! - [`events`]: the Events `kubectl describe pod` shows.
@@ -24,11 +26,13 @@ pub mod error;
 pub mod events;
 pub mod helper;
 pub mod node;
+mod plan;
 pub mod pods;
 pub mod probe;
 pub mod runtime;
 pub mod server;
 pub mod spec;
+mod status;
 pub mod worker;
 
 use std::sync::Arc;

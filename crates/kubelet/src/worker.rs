@@ -3,10 +3,10 @@
 //! containers gracefully and removes the pod object.
 //!
 //! A worker never runs two syncs of its pod at once, and it keeps its pod running from the
-//! last spec it saw when no master answers.
+//! last spec it saw when no master answers. What to do is decided without I/O (`plan.rs`,
+//! `status.rs`); the worker observes the runtime, does what the plan says and reports back.
 
-use std::collections::BTreeMap;
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,16 +17,7 @@ use futures::stream::FuturesUnordered;
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::authentication::v1::TokenRequestSpec;
-use k8s_openapi::api::core::v1::Container;
-use k8s_openapi::api::core::v1::ContainerState as KubeState;
-use k8s_openapi::api::core::v1::ContainerStateRunning;
-use k8s_openapi::api::core::v1::ContainerStateTerminated;
-use k8s_openapi::api::core::v1::ContainerStateWaiting;
-use k8s_openapi::api::core::v1::ContainerStatus;
-use k8s_openapi::api::core::v1::HostIP;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::core::v1::PodCondition;
-use k8s_openapi::api::core::v1::PodIP;
 use k8s_openapi::api::core::v1::PodStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
@@ -43,10 +34,13 @@ use trireme_util::fs::FileOptions;
 use trireme_util::fs::write_atomic;
 
 use crate::config::KubeletConfig;
-use crate::events::Kind;
 use crate::events::Recorder;
+use crate::plan;
+use crate::plan::Action;
+use crate::plan::PodState;
+use crate::plan::StartOutcome;
+use crate::plan::StopReason;
 use crate::probe;
-use crate::probe::Prober;
 use crate::runtime::ContainerInfo;
 use crate::runtime::ContainerRuntime;
 use crate::runtime::ContainerState;
@@ -54,13 +48,7 @@ use crate::runtime::PodRef;
 use crate::runtime::RuntimeError;
 use crate::runtime::Sandbox;
 use crate::spec;
-
-/// First restart back-off; it doubles up to [`MAX_BACKOFF`] and resets after a container ran
-/// for [`MAX_BACKOFF`] without exiting.
-const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// A worker syncs at least this often (probes and back-off have their own deadlines).
-const RESYNC: Duration = Duration::from_secs(5);
+use crate::status;
 
 /// What a worker is told about its pod: the latest object, or `None` once the pod is gone
 /// from the API. A closed channel means the kubelet is shutting down: containers keep running.
@@ -93,53 +81,18 @@ pub struct Shared {
     pub shutdown: CancellationToken,
 }
 
-/// The kubelet's view of one container of the pod.
-#[derive(Debug, Default)]
-struct Slot {
-    current: Option<ContainerInfo>,
-    previous: Option<ContainerInfo>,
-    /// Why the container is not running, when it is waiting.
-    waiting: Option<(String, String)>,
-    backoff: Duration,
-    not_before: Option<Instant>,
-    startup: Option<Prober>,
-    liveness: Option<Prober>,
-    readiness: Option<Prober>,
-    ready: bool,
-    started: bool,
-}
-
-impl Slot {
-    fn restart_count(&self) -> i32 {
-        self.current.as_ref().map(|c| c.attempt as i32).unwrap_or(0)
-    }
-
-    fn running(&self) -> bool {
-        matches!(self.current.as_ref().map(|c| &c.state), Some(ContainerState::Running { .. }))
-    }
-
-    fn exit_code(&self) -> Option<i32> {
-        match self.current.as_ref().map(|c| &c.state) {
-            Some(ContainerState::Exited { exit_code, .. }) => Some(*exit_code),
-            _ => None,
-        }
-    }
-}
-
 /// One pod's worker state.
 struct Worker {
     shared: Arc<Shared>,
     pod: PodRef,
     sandbox: Option<Sandbox>,
-    init: BTreeMap<String, Slot>,
-    apps: BTreeMap<String, Slot>,
-    conditions: HashMap<String, (String, Time)>,
+    /// The pod's containers as last observed, with their back-off and probes.
+    state: PodState,
+    conditions: status::Conditions,
     start_time: Option<Time>,
     status: watch::Sender<Option<PodStatus>>,
     service_account_dir: Option<PathBuf>,
     token_expires: Option<Instant>,
-    /// Set once the pod reached Succeeded or Failed: nothing is restarted any more.
-    terminal: bool,
 }
 
 /// Runs the worker of pod `pod` until it is gone (or the kubelet shuts down). `adopted` are
@@ -151,16 +104,14 @@ pub async fn run(shared: Arc<Shared>, pod: PodRef, mut updates: PodUpdates, adop
         shared: shared.clone(),
         pod: pod.clone(),
         sandbox: None,
-        init: BTreeMap::new(),
-        apps: BTreeMap::new(),
-        conditions: HashMap::new(),
+        state: PodState::default(),
+        conditions: status::Conditions::default(),
         start_time: None,
         status: status_tx,
         service_account_dir: None,
         token_expires: None,
-        terminal: false,
     };
-    worker.adopt(adopted);
+    worker.state.adopt(adopted);
     let mut last: Option<Arc<Pod>> = None;
     loop {
         let latest = updates.borrow_and_update().clone();
@@ -170,20 +121,16 @@ pub async fn run(shared: Arc<Shared>, pod: PodRef, mut updates: PodUpdates, adop
                 last = Some(p);
             }
             Some(p) => {
-                worker.terminate(&p).await;
+                worker.terminate(Some(&*p)).await;
                 worker.delete_from_api(&p).await;
                 break;
             }
             None => {
-                if let Some(p) = &last {
-                    worker.terminate(p).await;
-                } else {
-                    worker.stop_everything(Duration::from_secs(30)).await;
-                }
+                worker.terminate(last.as_deref()).await;
                 break;
             }
         }
-        let deadline = worker.next_deadline();
+        let deadline = worker.state.next_deadline(worker.token_expires, Instant::now());
         let exits = worker.exits();
         tokio::select! {
             changed = updates.changed() => if changed.is_err() { break },
@@ -197,43 +144,15 @@ pub async fn run(shared: Arc<Shared>, pod: PodRef, mut updates: PodUpdates, adop
 }
 
 impl Worker {
-    /// Takes over the containers a previous kubelet started.
-    fn adopt(&mut self, mut adopted: Vec<ContainerInfo>) {
-        adopted.sort_by_key(|c| c.attempt);
-        for info in adopted {
-            // Init and app containers share the name space of a pod; which map they belong to
-            // is decided on the first sync, from the spec.
-            let slot = self.apps.entry(info.name.clone()).or_default();
-            slot.previous = slot.current.take();
-            if matches!(info.state, ContainerState::Running { .. }) {
-                // It has been running: assume it was started and ready until probes say
-                // otherwise, so a kubelet restart does not flap readiness.
-                slot.started = true;
-                slot.ready = true;
-            }
-            slot.current = Some(info);
-        }
-    }
-
     fn pod_ip(&self) -> Option<std::net::IpAddr> {
         self.sandbox.as_ref().map(|s| s.ip)
     }
 
-    /// One pass: sandbox, init containers in order, then app containers and their probes;
-    /// then the status.
+    /// One pass: sandbox and token, then what the runtime has, then the containers to start
+    /// and the probes that are due, as the plan says; then the status.
     async fn sync(&mut self, pod: &Pod) {
         let Some(spec) = pod.spec.as_ref() else { return };
-        // A pod that has finished (as the API says, e.g. before a kubelet restart) is never
-        // started again.
-        if matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
-            self.terminal = true;
-        }
-        // Slots adopted before the spec was known may be init containers.
-        for c in spec.init_containers.iter().flatten() {
-            if let Some(slot) = self.apps.remove(&c.name) {
-                self.init.insert(c.name.clone(), slot);
-            }
-        }
+        self.state.align(pod);
         if self.start_time.is_none() {
             self.start_time =
                 pod.status.as_ref().and_then(|s| s.start_time.clone()).or_else(|| Some(Time(Timestamp::now())));
@@ -243,7 +162,8 @@ impl Worker {
                 Ok(sandbox) => self.sandbox = Some(sandbox),
                 Err(e) => {
                     tracing::warn!(pod = %self.pod.name, error = %e, "cannot create the pod sandbox");
-                    self.not_started(pod, format!("sandbox: {e}"));
+                    self.state.not_started(spec, &format!("sandbox: {e}"));
+                    self.publish(pod);
                     return;
                 }
             }
@@ -253,39 +173,24 @@ impl Worker {
         tracing::debug!(pod = %self.pod.name, took = ?token_started.elapsed(), "service-account token");
         if let Err(e) = token {
             tracing::warn!(pod = %self.pod.name, error = %e, "cannot get a service-account token");
-            self.not_started(pod, format!("service-account token: {e}"));
+            self.state.not_started(spec, &format!("service-account token: {e}"));
+            self.publish(pod);
             return;
         }
         self.refresh().await;
-        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
-        if !self.terminal {
-            let initialized = self.sync_init(pod, &policy).await;
-            if initialized {
-                for container in spec.containers.iter() {
-                    self.sync_app(pod, container, &policy).await;
-                }
-                self.run_probes(pod).await;
-            }
-        }
-        let known = self.init.values().chain(self.apps.values()).any(|s| s.current.is_some());
-        if !self.terminal || known {
+        let actions = self.state.plan(pod, Instant::now());
+        self.execute(Some(pod), actions).await;
+        let probes = self.state.plan_probes(spec, Instant::now());
+        self.execute(Some(pod), probes).await;
+        if !self.state.terminal || self.state.any_known() {
             self.publish(pod);
         }
-    }
-
-    /// Reports every container as still being created, for `why`, when the pod cannot start
-    /// yet (no sandbox, no token); the next sync tries again.
-    fn not_started(&mut self, pod: &Pod, why: String) {
-        for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-            self.apps.entry(c.name.clone()).or_default().waiting = Some(("ContainerCreating".into(), why.clone()));
-        }
-        self.publish(pod);
     }
 
     /// Reads every known container's state from the runtime.
     async fn refresh(&mut self) {
         let runtime = self.shared.runtime.clone();
-        for slot in self.init.values_mut().chain(self.apps.values_mut()) {
+        for slot in self.state.init.values_mut().chain(self.state.apps.values_mut()) {
             if let Some(current) = &slot.current {
                 match runtime.container(&current.id).await {
                     Ok(info) => slot.current = Some(info),
@@ -296,95 +201,72 @@ impl Worker {
         }
     }
 
-    /// Runs init containers one at a time; true once all have succeeded.
-    async fn sync_init(&mut self, pod: &Pod, policy: &str) -> bool {
-        let Some(spec) = pod.spec.as_ref() else { return false };
-        for container in spec.init_containers.iter().flatten() {
-            let slot = self.init.entry(container.name.clone()).or_default();
-            match (slot.current.is_some(), slot.exit_code()) {
-                (true, Some(0)) => continue,
-                (true, None) => return false,
-                (true, Some(_)) => {
-                    if policy == "Never" {
-                        self.terminal = true;
-                        return false;
-                    }
-                    self.start(pod, container, true).await;
-                    return false;
-                }
-                (false, _) => {
-                    self.start(pod, container, true).await;
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    async fn sync_app(&mut self, pod: &Pod, container: &Container, policy: &str) {
-        let slot = self.apps.entry(container.name.clone()).or_default();
-        match (slot.current.is_some(), slot.exit_code()) {
-            (true, None) => {}
-            (false, _) => self.start(pod, container, false).await,
-            (true, Some(code)) => {
-                let restart = match policy {
-                    "Never" => false,
-                    "OnFailure" => code != 0,
-                    _ => true,
-                };
-                if restart {
-                    self.start(pod, container, false).await;
-                }
+    /// Does `actions` in order, and the actions their outcomes call for right after each.
+    /// `pod` is the spec being synced (`None` when stopping a pod whose spec was never seen).
+    async fn execute(&mut self, pod: Option<&Pod>, actions: Vec<Action>) {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            let then = self.perform(pod, action).await;
+            for next in then.into_iter().rev() {
+                queue.push_front(next);
             }
         }
     }
 
-    /// Starts (a new attempt of) `container`, unless its back-off has not passed.
-    async fn start(&mut self, pod: &Pod, container: &Container, init: bool) {
-        let now = Instant::now();
-        let Some(sandbox) = self.sandbox.clone() else { return };
-        let slot = if init { self.init.entry(container.name.clone()) } else { self.apps.entry(container.name.clone()) }
-            .or_default();
-        if let Some(current) = &slot.current {
-            // A restart: back off, doubling, unless the last run was long and healthy.
-            let ran_long = match &current.state {
-                ContainerState::Exited { started_at: Some(s), finished_at, .. } => {
-                    finished_at.duration_since(*s).as_secs_f64() >= MAX_BACKOFF.as_secs_f64()
-                }
-                _ => false,
-            };
-            if ran_long {
-                slot.backoff = Duration::ZERO;
-                slot.not_before = None;
-            }
-            match slot.not_before {
-                None => {
-                    slot.backoff =
-                        if slot.backoff.is_zero() { INITIAL_BACKOFF } else { (slot.backoff * 2).min(MAX_BACKOFF) };
-                    slot.not_before = Some(now + slot.backoff);
-                    if !ran_long && !slot.backoff.is_zero() {
-                        slot.waiting = Some((
-                            "CrashLoopBackOff".into(),
-                            format!(
-                                "back-off {:?} restarting failed container={} pod={}",
-                                slot.backoff, container.name, self.pod.name
-                            ),
-                        ));
-                        self.shared.events.record(
-                            &self.pod,
-                            Some(&container.name),
-                            Kind::Warning,
-                            "BackOff",
-                            format!("Back-off restarting failed container {} in pod {}", container.name, self.pod.name),
-                        );
-                        return;
+    /// Does one action; returns what its outcome calls for (a start's or a probe's).
+    async fn perform(&mut self, pod: Option<&Pod>, action: Action) -> Vec<Action> {
+        let runtime = self.shared.runtime.clone();
+        match action {
+            Action::Start { container, init, attempt } => match pod {
+                Some(pod) => self.start(pod, &container, init, attempt).await,
+                None => vec![],
+            },
+            Action::Stop { container, id, grace, reason } => {
+                match &reason {
+                    StopReason::StartupProbe(why) => {
+                        tracing::info!(pod = %self.pod.name, %container, %why, "startup probe failed; killing")
+                    }
+                    StopReason::LivenessProbe(why) => {
+                        tracing::info!(pod = %self.pod.name, %container, %why, "liveness probe failed; restarting")
                     }
                 }
-                Some(t) if t > now => return,
-                Some(_) => {}
+                if let Err(e) = runtime.stop_container(&id, grace).await {
+                    tracing::debug!(pod = %self.pod.name, %container, error = %e, "cannot stop container");
+                }
+                vec![]
+            }
+            Action::Remove { id } => {
+                let _ = runtime.remove_container(&id).await;
+                vec![]
+            }
+            Action::Probe { container, id, kind } => {
+                let (Some(pod), Some(ip)) = (pod, self.pod_ip()) else { return vec![] };
+                let Some(spec) = pod.spec.as_ref() else { return vec![] };
+                let Some(c) = spec.containers.iter().find(|c| c.name == container) else { return vec![] };
+                let Some(probe) = self.state.prober(&container, kind).map(|p| p.probe.clone()) else { return vec![] };
+                let outcome = probe::run(&probe, c, ip, runtime.as_ref(), &id).await;
+                self.state.probed(spec, &container, kind, outcome, Instant::now())
+            }
+            Action::Event { container, kind, reason, message } => {
+                self.shared.events.record(&self.pod, container.as_deref(), kind, reason, message);
+                vec![]
+            }
+            Action::StopPod { ids, grace } => {
+                self.stop_pod(ids, grace).await;
+                vec![]
             }
         }
-        let attempt = slot.current.as_ref().map(|c| c.attempt + 1).unwrap_or(0);
+    }
+
+    /// Starts attempt `attempt` of the container `name`: its configuration, the runtime's start
+    /// and what the runtime then reports; the plan takes the outcome.
+    async fn start(&mut self, pod: &Pod, name: &str, init: bool, attempt: u32) -> Vec<Action> {
+        let Some(spec) = pod.spec.as_ref() else { return vec![] };
+        let containers = if init { spec.init_containers.as_deref().unwrap_or_default() } else { &spec.containers };
+        let Some(container) = containers.iter().find(|c| c.name == name) else { return vec![] };
+        let Some(sandbox) = self.sandbox.clone() else { return vec![] };
+        let began = Instant::now();
+        let runtime = self.shared.runtime.clone();
         let ctx = spec::PodContext {
             pod,
             pod_ip: sandbox.ip,
@@ -392,171 +274,44 @@ impl Worker {
             node_name: &self.shared.config.node_name,
             service_account_dir: self.service_account_dir.as_deref(),
         };
-        let container_spec = match spec::container_spec(&self.shared.client, &ctx, container, attempt).await {
-            Ok(s) => s,
-            Err(e) => {
-                slot.waiting = Some(("CreateContainerConfigError".into(), e.0));
-                return;
+        let outcome = match spec::container_spec(&self.shared.client, &ctx, container, attempt).await {
+            Err(e) => StartOutcome::ConfigError(e.0),
+            Ok(container_spec) => {
+                let start_began = Instant::now();
+                let started = runtime.start_container(&sandbox, &container_spec).await;
+                tracing::debug!(pod = %self.pod.name, container = %name, took = ?start_began.elapsed(), "runtime start");
+                match started {
+                    Ok(id) => {
+                        tracing::info!(pod = %self.pod.name, container = %name, attempt, "started container");
+                        let info = match runtime.container(&id).await {
+                            Ok(info) => info,
+                            Err(_) => ContainerInfo {
+                                id: id.clone(),
+                                pod: self.pod.clone(),
+                                name: name.to_string(),
+                                attempt,
+                                image: container_spec.image.clone(),
+                                image_id: String::new(),
+                                state: ContainerState::Running { started_at: Timestamp::now() },
+                            },
+                        };
+                        StartOutcome::Started(Box::new(info))
+                    }
+                    Err(e @ RuntimeError::ImageNotFound { .. }) => StartOutcome::ImageNotFound(e.to_string()),
+                    Err(e) => {
+                        tracing::warn!(pod = %self.pod.name, container = %name, error = %e, "cannot start container");
+                        StartOutcome::Failed(e.to_string())
+                    }
+                }
             }
         };
-        let start_began = Instant::now();
-        let started = self.shared.runtime.start_container(&sandbox, &container_spec).await;
-        tracing::debug!(pod = %self.pod.name, container = %container.name, took = ?start_began.elapsed(), "runtime start");
-        match started {
-            Ok(id) => {
-                tracing::info!(pod = %self.pod.name, container = %container.name, attempt, "started container");
-                self.shared.events.record(
-                    &self.pod,
-                    Some(&container.name),
-                    Kind::Normal,
-                    "Started",
-                    format!("Started container {}", container.name),
-                );
-                let info = match self.shared.runtime.container(&id).await {
-                    Ok(info) => info,
-                    Err(_) => ContainerInfo {
-                        id: id.clone(),
-                        pod: self.pod.clone(),
-                        name: container.name.clone(),
-                        attempt,
-                        image: container_spec.image.clone(),
-                        image_id: String::new(),
-                        state: ContainerState::Running { started_at: Timestamp::now() },
-                    },
-                };
-                // Keep the previous attempt for `kubectl logs --previous`; drop the one before.
-                if let Some(old) = slot.previous.take() {
-                    let _ = self.shared.runtime.remove_container(&old.id).await;
-                }
-                slot.previous = slot.current.take();
-                slot.current = Some(info);
-                slot.waiting = None;
-                slot.not_before = None;
-                slot.ready = false;
-                slot.started = container.startup_probe.is_none();
-                slot.startup = container.startup_probe.clone().map(|p| Prober::new(p, now));
-                slot.liveness = container.liveness_probe.clone().map(|p| Prober::new(p, now));
-                slot.readiness = container.readiness_probe.clone().map(|p| Prober::new(p, now));
-            }
-            Err(e @ RuntimeError::ImageNotFound { .. }) => {
-                self.shared.events.record(&self.pod, Some(&container.name), Kind::Warning, "Failed", e.to_string());
-                slot.waiting = Some(("ErrImageNeverPull".into(), e.to_string()));
-                slot.not_before = Some(now + INITIAL_BACKOFF * 5);
-            }
-            Err(e) => {
-                tracing::warn!(pod = %self.pod.name, container = %container.name, error = %e, "cannot start container");
-                self.shared.events.record(&self.pod, Some(&container.name), Kind::Warning, "Failed", e.to_string());
-                slot.waiting = Some(("CreateContainerError".into(), e.to_string()));
-                slot.not_before = Some(now + INITIAL_BACKOFF * 2);
-            }
-        }
-    }
-
-    /// Runs the probes that are due; a failed liveness or startup probe kills the container
-    /// (it is restarted by the policy on the next pass).
-    async fn run_probes(&mut self, pod: &Pod) {
-        let Some(ip) = self.pod_ip() else { return };
-        let Some(spec) = pod.spec.as_ref() else { return };
-        let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
-        let runtime = self.shared.runtime.clone();
-        let now = Instant::now();
-        for container in spec.containers.iter() {
-            let Some(slot) = self.apps.get_mut(&container.name) else { continue };
-            if !slot.running() {
-                slot.ready = false;
-                continue;
-            }
-            let Some(id) = slot.current.as_ref().map(|c| c.id.clone()) else { continue };
-            if !slot.started {
-                if let Some(p) = slot.startup.as_mut().filter(|p| p.due() <= now) {
-                    let outcome = probe::run(&p.probe, container, ip, runtime.as_ref(), &id).await;
-                    match p.record(outcome, Instant::now()) {
-                        Some(true) => slot.started = true,
-                        Some(false) => {
-                            tracing::info!(pod = %self.pod.name, container = %container.name, why = ?p.last_failure, "startup probe failed; killing");
-                            let _ = runtime.stop_container(&id, grace).await;
-                        }
-                        None => {}
-                    }
-                }
-                continue;
-            }
-            if let Some(p) = slot.liveness.as_mut().filter(|p| p.due() <= now) {
-                let outcome = probe::run(&p.probe, container, ip, runtime.as_ref(), &id).await;
-                if p.record(outcome, Instant::now()) == Some(false) {
-                    tracing::info!(pod = %self.pod.name, container = %container.name, why = ?p.last_failure, "liveness probe failed; restarting");
-                    let why = p.last_failure.clone().unwrap_or_default();
-                    let events = &self.shared.events;
-                    events.record(
-                        &self.pod,
-                        Some(&container.name),
-                        Kind::Warning,
-                        "Unhealthy",
-                        format!("Liveness probe failed: {why}"),
-                    );
-                    events.record(
-                        &self.pod,
-                        Some(&container.name),
-                        Kind::Normal,
-                        "Killing",
-                        format!("Container {} failed liveness probe, will be restarted", container.name),
-                    );
-                    let _ = runtime.stop_container(&id, grace).await;
-                    slot.ready = false;
-                    continue;
-                }
-            }
-            match slot.readiness.as_mut() {
-                None => slot.ready = true,
-                Some(p) => {
-                    if p.due() <= now {
-                        let outcome = probe::run(&p.probe, container, ip, runtime.as_ref(), &id).await;
-                        if p.record(outcome, Instant::now()) == Some(false) {
-                            let why = p.last_failure.clone().unwrap_or_default();
-                            self.shared.events.record(
-                                &self.pod,
-                                Some(&container.name),
-                                Kind::Warning,
-                                "Unhealthy",
-                                format!("Readiness probe failed: {why}"),
-                            );
-                        }
-                    }
-                    slot.ready = p.verdict == Some(true);
-                }
-            }
-        }
-    }
-
-    /// When the worker must look again even if nothing happens.
-    fn next_deadline(&self) -> Instant {
-        let mut next = Instant::now() + RESYNC;
-        for slot in self.init.values().chain(self.apps.values()) {
-            if let Some(t) = slot.not_before {
-                next = next.min(t);
-            }
-            if slot.running() {
-                for p in [&slot.startup, &slot.liveness, &slot.readiness].into_iter().flatten() {
-                    next = next.min(p.due());
-                }
-            }
-        }
-        if let Some(t) = self.token_expires {
-            next = next.min(t);
-        }
-        next.max(Instant::now() + Duration::from_millis(20))
+        self.state.started(container, init, outcome, began)
     }
 
     /// Resolves when any running container exits.
     fn exits(&self) -> futures::future::BoxFuture<'static, ()> {
         let runtime = self.shared.runtime.clone();
-        let ids: Vec<String> = self
-            .init
-            .values()
-            .chain(self.apps.values())
-            .filter(|s| s.running())
-            .filter_map(|s| s.current.as_ref().map(|c| c.id.clone()))
-            .collect();
+        let ids = self.state.running_ids();
         async move {
             if ids.is_empty() {
                 return futures::future::pending().await;
@@ -642,38 +397,23 @@ impl Worker {
         dir.join("token").exists().then_some(dir)
     }
 
-    /// Stops every container (SIGTERM, then SIGKILL after the pod's grace period) and removes
-    /// the sandbox.
-    async fn terminate(&mut self, pod: &Pod) {
-        let grace = pod
-            .metadata
-            .deletion_grace_period_seconds
-            .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
-            .unwrap_or(30)
-            .max(0);
-        tracing::info!(pod = %self.pod.name, grace, "stopping the pod");
-        for (name, slot) in self.init.iter().chain(self.apps.iter()) {
-            if slot.running() {
-                self.shared.events.record(
-                    &self.pod,
-                    Some(name),
-                    Kind::Normal,
-                    "Killing",
-                    format!("Stopping container {name}"),
-                );
-            }
+    /// Stops every running container (SIGTERM, then SIGKILL after the grace period) and
+    /// removes the sandbox: `pod` is the last spec seen, which gives the grace period (30 s,
+    /// and no events, without one).
+    async fn terminate(&mut self, pod: Option<&Pod>) {
+        let grace = pod.map(plan::termination_grace).unwrap_or(Duration::from_secs(30));
+        if pod.is_some() {
+            tracing::info!(pod = %self.pod.name, grace = grace.as_secs(), "stopping the pod");
         }
-        self.stop_everything(Duration::from_secs(grace as u64)).await;
+        let actions = self.state.plan_termination(grace, pod.is_some());
+        self.execute(pod, actions).await;
     }
 
-    async fn stop_everything(&mut self, grace: Duration) {
+    /// Stops the containers `ids` at once, then removes the sandbox and the pod's files.
+    async fn stop_pod(&mut self, ids: Vec<String>, grace: Duration) {
         let runtime = self.shared.runtime.clone();
-        let stops: FuturesUnordered<_> = self
-            .init
-            .values()
-            .chain(self.apps.values())
-            .filter(|s| s.running())
-            .filter_map(|s| s.current.as_ref().map(|c| c.id.clone()))
+        let stops: FuturesUnordered<_> = ids
+            .into_iter()
             .map(|id| {
                 let runtime = runtime.clone();
                 async move {
@@ -714,10 +454,16 @@ impl Worker {
 
     /// Computes the pod's status and hands it to the reporter if it changed.
     fn publish(&mut self, pod: &Pod) {
-        let status = self.compute_status(pod);
+        let facts = status::Facts {
+            pod_ip: self.pod_ip(),
+            host_ip: self.shared.config.node_ip,
+            runtime: self.shared.runtime.name(),
+            start_time: self.start_time.clone(),
+        };
+        let status = status::pod_status(pod, &mut self.state, &facts, &mut self.conditions, Timestamp::now());
         // Someone else may have changed what the API holds (the node lifecycle controller marks
         // the pods of an unreachable node not ready): then the same status is sent again.
-        let api_differs = pod.status.as_ref().map(summary) != Some(summary(&status));
+        let api_differs = pod.status.as_ref().map(status::summary) != Some(status::summary(&status));
         self.status.send_if_modified(|current| {
             if current.as_ref() == Some(&status) && !api_differs {
                 false
@@ -727,234 +473,6 @@ impl Worker {
                 changed || api_differs
             }
         });
-    }
-
-    fn compute_status(&mut self, pod: &Pod) -> PodStatus {
-        let spec = pod.spec.clone().unwrap_or_default();
-        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
-        let init_statuses: Vec<ContainerStatus> = spec
-            .init_containers
-            .iter()
-            .flatten()
-            .map(|c| container_status(c, self.init.get(&c.name), self.shared.runtime.name(), true))
-            .collect();
-        let initialized =
-            spec.init_containers.iter().flatten().all(|c| self.init.get(&c.name).and_then(Slot::exit_code) == Some(0));
-        let statuses: Vec<ContainerStatus> = spec
-            .containers
-            .iter()
-            .map(|c| {
-                let mut s = container_status(c, self.apps.get(&c.name), self.shared.runtime.name(), false);
-                if !initialized && s.state.as_ref().is_some_and(|st| st.waiting.is_some()) {
-                    s.state = Some(KubeState {
-                        waiting: Some(ContainerStateWaiting { reason: Some("PodInitializing".into()), message: None }),
-                        ..Default::default()
-                    });
-                }
-                s
-            })
-            .collect();
-        let init_failed = policy == "Never" && self.init.values().any(|s| s.exit_code().is_some_and(|c| c != 0));
-        let phase = phase(&policy, &statuses, initialized, init_failed);
-        if phase == "Succeeded" || phase == "Failed" {
-            self.terminal = true;
-        }
-        let containers_ready = initialized && !statuses.is_empty() && statuses.iter().all(|s| s.ready);
-        let scheduled = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled").cloned());
-        let sandbox_ready = self.sandbox.is_some();
-        let conditions = vec![
-            self.condition("PodReadyToStartContainers", sandbox_ready),
-            self.condition("Initialized", initialized),
-            self.condition("Ready", containers_ready),
-            self.condition("ContainersReady", containers_ready),
-            scheduled.unwrap_or_else(|| self.condition("PodScheduled", true)),
-        ];
-        let pod_ip = self.pod_ip().map(|ip| ip.to_string());
-        let host_ip = self.shared.config.node_ip.to_string();
-        PodStatus {
-            phase: Some(phase.to_string()),
-            conditions: Some(conditions),
-            host_ip: Some(host_ip.clone()),
-            host_ips: Some(vec![HostIP { ip: host_ip }]),
-            pod_ip: pod_ip.clone(),
-            pod_ips: pod_ip.map(|ip| vec![PodIP { ip }]),
-            start_time: self.start_time.clone(),
-            init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
-            container_statuses: Some(statuses),
-            qos_class: pod.status.as_ref().and_then(|s| s.qos_class.clone()).or_else(|| Some(qos_class(&spec))),
-            ..Default::default()
-        }
-    }
-
-    /// A pod condition that keeps its transition time while its status stays the same.
-    fn condition(&mut self, type_: &str, ok: bool) -> PodCondition {
-        let status = if ok { "True" } else { "False" };
-        let entry =
-            self.conditions.entry(type_.to_string()).or_insert_with(|| (status.to_string(), Time(Timestamp::now())));
-        if entry.0 != status {
-            *entry = (status.to_string(), Time(Timestamp::now()));
-        }
-        let reason = match (type_, ok) {
-            ("Ready" | "ContainersReady", false) => Some("ContainersNotReady".to_string()),
-            ("Initialized", false) => Some("ContainersNotInitialized".to_string()),
-            _ => None,
-        };
-        PodCondition {
-            type_: type_.to_string(),
-            status: status.to_string(),
-            last_transition_time: Some(entry.1.clone()),
-            reason,
-            ..Default::default()
-        }
-    }
-}
-
-/// What of a pod's status the kubelet insists on: phase, IP, condition statuses and each
-/// container's readiness, restarts and state.
-fn summary(status: &PodStatus) -> Vec<String> {
-    let mut out = vec![status.phase.clone().unwrap_or_default(), status.pod_ip.clone().unwrap_or_default()];
-    for c in status.conditions.iter().flatten() {
-        out.push(format!("{}={}", c.type_, c.status));
-    }
-    for c in status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten()) {
-        let state = c.state.as_ref().map(|s| {
-            if s.running.is_some() {
-                "running"
-            } else if s.terminated.is_some() {
-                "terminated"
-            } else {
-                "waiting"
-            }
-        });
-        out.push(format!("{} {} {} {:?}", c.name, c.ready, c.restart_count, state));
-    }
-    out
-}
-
-/// The pod phase from its containers, as the kubelet computes it.
-fn phase(policy: &str, statuses: &[ContainerStatus], initialized: bool, init_failed: bool) -> &'static str {
-    if init_failed {
-        return "Failed";
-    }
-    if !initialized {
-        return "Pending";
-    }
-    let running = statuses.iter().filter(|s| s.state.as_ref().is_some_and(|st| st.running.is_some())).count();
-    let waiting = statuses.iter().filter(|s| s.state.as_ref().is_none_or(|st| st.waiting.is_some())).count();
-    let terminated: Vec<i32> = statuses
-        .iter()
-        .filter_map(|s| s.state.as_ref().and_then(|st| st.terminated.as_ref()).map(|t| t.exit_code))
-        .collect();
-    let restarting =
-        |s: &ContainerStatus| s.restart_count > 0 || s.last_state.as_ref().is_some_and(|l| l.terminated.is_some());
-    if waiting > 0
-        && statuses.iter().filter(|s| s.state.as_ref().is_none_or(|st| st.waiting.is_some())).all(|s| !restarting(s))
-        && running == 0
-        && terminated.is_empty()
-    {
-        return "Pending";
-    }
-    if running > 0 || waiting > 0 {
-        return if statuses.iter().any(|s| s.state.as_ref().is_none_or(|st| st.waiting.is_some()) && !restarting(s)) {
-            "Pending"
-        } else {
-            "Running"
-        };
-    }
-    // Every container has terminated.
-    match policy {
-        "Always" => "Running",
-        _ if terminated.iter().all(|c| *c == 0) => "Succeeded",
-        "OnFailure" => "Running",
-        _ => "Failed",
-    }
-}
-
-fn qos_class(spec: &k8s_openapi::api::core::v1::PodSpec) -> String {
-    let containers: Vec<&Container> = spec.containers.iter().collect();
-    let has = |c: &Container, which: &str| {
-        c.resources.as_ref().is_some_and(|r| {
-            let map = if which == "limits" { &r.limits } else { &r.requests };
-            map.as_ref().is_some_and(|m| !m.is_empty())
-        })
-    };
-    if containers.iter().all(|c| !has(c, "limits") && !has(c, "requests")) {
-        return "BestEffort".into();
-    }
-    let guaranteed = containers.iter().all(|c| {
-        let r = c.resources.as_ref();
-        let limits = r.and_then(|r| r.limits.as_ref());
-        let requests = r.and_then(|r| r.requests.as_ref());
-        ["cpu", "memory"].iter().all(|k| {
-            let l = limits.and_then(|m| m.get(*k));
-            l.is_some() && requests.and_then(|m| m.get(*k)).is_none_or(|q| Some(q) == l)
-        })
-    });
-    if guaranteed { "Guaranteed".into() } else { "Burstable".into() }
-}
-
-fn terminated(info: &ContainerInfo, runtime: &str) -> Option<ContainerStateTerminated> {
-    match &info.state {
-        ContainerState::Exited { started_at, finished_at, exit_code, reason } => Some(ContainerStateTerminated {
-            exit_code: *exit_code,
-            reason: Some(reason.clone()),
-            started_at: started_at.map(Time),
-            finished_at: Some(Time(*finished_at)),
-            container_id: Some(format!("{runtime}://{}", info.id)),
-            ..Default::default()
-        }),
-        _ => None,
-    }
-}
-
-fn container_status(container: &Container, slot: Option<&Slot>, runtime: &str, init: bool) -> ContainerStatus {
-    let image = container.image.clone().unwrap_or_default();
-    let waiting = |reason: &str, message: Option<String>| KubeState {
-        waiting: Some(ContainerStateWaiting { reason: Some(reason.to_string()), message }),
-        ..Default::default()
-    };
-    let Some(slot) = slot else {
-        return ContainerStatus {
-            name: container.name.clone(),
-            image: image.clone(),
-            image_id: String::new(),
-            state: Some(waiting(if init { "PodInitializing" } else { "ContainerCreating" }, None)),
-            ..Default::default()
-        };
-    };
-    let state = match (&slot.waiting, &slot.current) {
-        (Some((reason, message)), _) => waiting(reason, Some(message.clone())),
-        (None, Some(info)) => match &info.state {
-            ContainerState::Running { started_at } => KubeState {
-                running: Some(ContainerStateRunning { started_at: Some(Time(*started_at)) }),
-                ..Default::default()
-            },
-            ContainerState::Created => waiting("ContainerCreating", None),
-            ContainerState::Exited { .. } => KubeState { terminated: terminated(info, runtime), ..Default::default() },
-        },
-        (None, None) => waiting("ContainerCreating", None),
-    };
-    // A container waiting to be restarted shows its last run as lastState.
-    let last = match (&slot.waiting, &slot.current) {
-        (Some(_), Some(info)) => terminated(info, runtime),
-        _ => slot.previous.as_ref().and_then(|p| terminated(p, runtime)),
-    };
-    let running = slot.running() && slot.waiting.is_none();
-    ContainerStatus {
-        name: container.name.clone(),
-        image: slot.current.as_ref().map(|c| c.image.clone()).unwrap_or(image),
-        image_id: slot.current.as_ref().map(|c| c.image_id.clone()).unwrap_or_default(),
-        container_id: slot.current.as_ref().map(|c| format!("{runtime}://{}", c.id)),
-        ready: running && slot.ready && slot.started,
-        started: Some(running && slot.started),
-        restart_count: slot.restart_count(),
-        state: Some(state),
-        last_state: last.map(|t| KubeState { terminated: Some(t), ..Default::default() }),
-        ..Default::default()
     }
 }
 
@@ -994,31 +512,321 @@ async fn report_status(shared: Arc<Shared>, pod: PodRef, mut updates: watch::Rec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::fake::Call;
+    use crate::runtime::fake::FakeRuntime;
+    use axum::Json;
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::Method;
+    use axum::http::StatusCode;
+    use axum::http::Uri;
+    use axum::response::IntoResponse;
+    use axum::response::Response;
+    use serde_json::Value;
+    use serde_json::json;
 
-    fn status(state: &str, restarts: i32) -> ContainerStatus {
-        let st = match state {
-            "running" => KubeState { running: Some(Default::default()), ..Default::default() },
-            "waiting" => KubeState { waiting: Some(Default::default()), ..Default::default() },
-            code => KubeState {
-                terminated: Some(ContainerStateTerminated {
-                    exit_code: code.parse().unwrap_or(1),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        };
-        ContainerStatus { state: Some(st), restart_count: restarts, ..Default::default() }
+    /// What the API was sent: method, path and JSON body.
+    type Sent = Arc<std::sync::Mutex<Vec<(Method, String, Value)>>>;
+
+    /// An API server in memory, for what a worker sends: it records events, status patches and
+    /// deletes and answers them as Kubernetes does for a pod that exists; anything else is 404.
+    fn api() -> (Client, Sent) {
+        let sent = Sent::default();
+        let app = axum::Router::new().fallback(answer).with_state(sent.clone());
+        (Client::new(app, "default"), sent)
     }
 
-    #[test]
-    fn phases_follow_containers_and_the_restart_policy() {
-        assert_eq!(phase("Always", &[status("waiting", 0)], true, false), "Pending");
-        assert_eq!(phase("Always", &[status("running", 0)], true, false), "Running");
-        assert_eq!(phase("Always", &[status("waiting", 3)], true, false), "Running");
-        assert_eq!(phase("Never", &[status("0", 0), status("0", 0)], true, false), "Succeeded");
-        assert_eq!(phase("Never", &[status("0", 0), status("1", 0)], true, false), "Failed");
-        assert_eq!(phase("OnFailure", &[status("0", 0)], true, false), "Succeeded");
-        assert_eq!(phase("Always", &[status("running", 0)], false, false), "Pending");
-        assert_eq!(phase("Never", &[status("waiting", 0)], false, true), "Failed");
+    async fn answer(State(sent): State<Sent>, method: Method, uri: Uri, body: Bytes) -> Response {
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let path = uri.path().to_string();
+        sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((
+            method.clone(),
+            path.clone(),
+            value.clone(),
+        ));
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default", "uid": "uid-web"}});
+        match method.as_str() {
+            "POST" if path.ends_with("/events") => (StatusCode::CREATED, Json(value)).into_response(),
+            "PATCH" | "DELETE" if path.contains("/pods/") => Json(pod).into_response(),
+            _ => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})),
+            )
+                .into_response(),
+        }
+    }
+
+    /// A worker's world: the fake runtime, the API and a root directory.
+    struct Node {
+        runtime: Arc<FakeRuntime>,
+        shared: Arc<Shared>,
+        sent: Sent,
+        _root: tempfile::TempDir,
+    }
+
+    impl Node {
+        fn new() -> Node {
+            let runtime = Arc::new(FakeRuntime::new());
+            let (client, sent) = api();
+            let root = tempfile::tempdir().expect("a temporary directory");
+            let config =
+                KubeletConfig { node_name: "node-1".into(), root_dir: root.path().to_path_buf(), ..Default::default() };
+            let shared = Arc::new(Shared {
+                client: client.clone(),
+                runtime: runtime.clone(),
+                events: Recorder::new(client, "node-1".into()),
+                config,
+                shutdown: CancellationToken::new(),
+            });
+            Node { runtime, shared, sent, _root: root }
+        }
+
+        /// Starts the worker of `pod`; the sender tells it about the pod from then on.
+        fn run(
+            &self,
+            pod: Pod,
+            adopted: Vec<ContainerInfo>,
+        ) -> (watch::Sender<Option<Arc<Pod>>>, tokio::task::JoinHandle<()>) {
+            let (tx, rx) = watch::channel(Some(Arc::new(pod)));
+            let worker = tokio::spawn(run(self.shared.clone(), pod_ref(), rx, adopted));
+            (tx, worker)
+        }
+
+        /// The id of attempt `attempt` of container `name`, once it runs.
+        async fn running(&self, name: &str, attempt: u32) -> String {
+            let running = |c: &&ContainerInfo| {
+                c.name == name && c.attempt == attempt && matches!(c.state, ContainerState::Running { .. })
+            };
+            let found = self.runtime.until(|_, infos| infos.iter().find(&running).map(|c| c.id.clone())).await;
+            found.unwrap_or_else(|| panic!("{name} attempt {attempt} never ran: {:?}", self.runtime.calls()))
+        }
+
+        /// The first status patch the API got that `wanted`, waiting for it (at most a minute
+        /// of tokio time).
+        async fn reported(&self, wanted: impl Fn(&Value) -> bool) -> Value {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(status) = self.statuses().into_iter().find(&wanted) {
+                    return status;
+                }
+                assert!(Instant::now() < deadline, "no such status reported: {:?}", self.statuses());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        /// The status patches the API got, in order.
+        fn statuses(&self) -> Vec<Value> {
+            let sent = self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            sent.iter()
+                .filter(|(m, p, _)| m == Method::PATCH && p.ends_with("/status"))
+                .map(|(_, _, v)| v["status"].clone())
+                .collect()
+        }
+    }
+
+    fn pod_ref() -> PodRef {
+        PodRef { uid: "uid-web".into(), namespace: "default".into(), name: "web".into() }
+    }
+
+    /// Pod web (no service-account token: there is no TokenRequest here).
+    fn pod(mut spec: Value) -> Pod {
+        spec["automountServiceAccountToken"] = json!(false);
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "uid-web"},
+            "spec": spec,
+        }))
+        .expect("a pod")
+    }
+
+    fn container(name: &str) -> Value {
+        json!({"name": name, "image": "busybox"})
+    }
+
+    /// The starts so far: container and attempt, with the time.
+    fn starts(calls: &[Call]) -> Vec<(String, u32, Instant)> {
+        calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Start { container, attempt, at, .. } => Some((container.clone(), *attempt, *at)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn names(starts: &[(String, u32, Instant)]) -> Vec<&str> {
+        starts.iter().map(|(name, _, _)| name.as_str()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_starts_its_init_containers_in_order_and_then_its_containers() {
+        let node = Node::new();
+        let pod = pod(json!({
+            "initContainers": [container("init-a"), container("init-b")],
+            "containers": [container("app"), container("sidecar")],
+        }));
+        let (_updates, worker) = node.run(pod, vec![]);
+
+        tracing::info!("--- the first init container runs alone");
+        let a = node.running("init-a", 0).await;
+        assert_eq!(names(&starts(&node.runtime.calls())), ["init-a"]);
+        node.runtime.exit(&a, 0);
+
+        tracing::info!("--- then the second");
+        let b = node.running("init-b", 0).await;
+        assert_eq!(names(&starts(&node.runtime.calls())), ["init-a", "init-b"]);
+        node.runtime.exit(&b, 0);
+
+        tracing::info!("--- then the containers, and the pod runs");
+        node.running("app", 0).await;
+        node.running("sidecar", 0).await;
+        assert_eq!(names(&starts(&node.runtime.calls())), ["init-a", "init-b", "app", "sidecar"]);
+        let status = node.reported(|s| s["phase"] == "Running").await;
+        assert_eq!(status["podIP"], "10.0.0.2");
+
+        node.shared.shutdown.cancel();
+        worker.await.expect("the worker ends");
+        assert!(node.runtime.calls().iter().all(|c| !matches!(c, Call::Stop { .. })), "a shutdown leaves pods running");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crashing_container_is_restarted_after_one_two_then_four_seconds() {
+        let node = Node::new();
+        let (_updates, worker) = node.run(pod(json!({"containers": [container("app")]})), vec![]);
+        for attempt in 0..4 {
+            let id = node.running("app", attempt).await;
+            if attempt < 3 {
+                node.runtime.exit(&id, 1);
+            }
+        }
+        let times: Vec<Instant> = starts(&node.runtime.calls()).into_iter().map(|(_, _, at)| at).collect();
+        let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(gaps, [1, 2, 4].map(Duration::from_secs));
+        let back_off = node.statuses().into_iter().any(|s| {
+            s["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+                && s["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 1
+        });
+        assert!(back_off, "the API was told of the back-off: {:?}", node.statuses());
+        node.shared.shutdown.cancel();
+        worker.await.expect("the worker ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_container_failing_its_liveness_probe_is_stopped_and_restarted() {
+        let node = Node::new();
+        let pod = pod(json!({
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{
+                "name": "app", "image": "busybox",
+                "livenessProbe": {"exec": {"command": ["check"]}, "periodSeconds": 2, "failureThreshold": 2},
+            }],
+        }));
+        let (_updates, worker) = node.run(pod, vec![]);
+        let id = node.running("app", 0).await;
+        let healthy_until = Instant::now() + Duration::from_secs(10);
+        tokio::time::sleep_until(healthy_until).await;
+        assert_eq!(node.running("app", 0).await, id, "a passing probe keeps it running");
+
+        tracing::info!("--- the probe fails twice in a row: stopped with the pod's grace period");
+        node.runtime.exec_exits_with(&id, 1);
+        let stop = node.runtime.until(|calls, _| {
+            calls.iter().find_map(|c| match c {
+                Call::Stop { id: stopped, grace, at } if *stopped == id => Some((*grace, *at)),
+                _ => None,
+            })
+        });
+        let (grace, stopped_at) = stop.await.expect("a stop");
+        assert_eq!(grace, Duration::from_secs(5));
+        assert!(stopped_at - healthy_until <= Duration::from_secs(4), "two failed probes, two seconds apart");
+
+        tracing::info!("--- restarted after the first back-off");
+        node.running("app", 1).await;
+        let restarted_at = starts(&node.runtime.calls()).last().map(|(_, _, at)| *at).expect("a start");
+        assert_eq!(restarted_at - stopped_at, Duration::from_secs(1));
+        node.shared.shutdown.cancel();
+        worker.await.expect("the worker ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_container_whose_image_is_missing_waits_in_err_image_never_pull_and_is_tried_again() {
+        let node = Node::new();
+        node.runtime.without_image("busybox");
+        let (_updates, worker) = node.run(pod(json!({"containers": [container("app")]})), vec![]);
+        let status =
+            node.reported(|s| s["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImageNeverPull").await;
+        let message = &status["containerStatuses"][0]["state"]["waiting"]["message"];
+        assert_eq!(message, "image \"busybox\" not found: the fake runtime does not have it");
+        assert_eq!(status["phase"], "Pending");
+        let tries = node.runtime.until(|calls, _| {
+            let tries: Vec<Instant> = starts(calls).into_iter().map(|(_, _, at)| at).collect();
+            (tries.len() >= 3).then_some(tries)
+        });
+        let tries = tries.await.expect("three tries");
+        assert_eq!(tries[1] - tries[0], Duration::from_secs(5));
+        assert_eq!(tries[2] - tries[1], Duration::from_secs(5));
+        let sent = node.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let failed =
+            sent.iter().filter(|(m, p, v)| m == Method::POST && p.ends_with("/events") && v["reason"] == "Failed");
+        assert_eq!(failed.count(), 3, "a Failed event per try");
+        node.shared.shutdown.cancel();
+        worker.await.expect("the worker ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_pod_is_stopped_within_its_grace_period_then_deleted_from_the_api() {
+        let node = Node::new();
+        let pod =
+            pod(json!({"terminationGracePeriodSeconds": 30, "containers": [container("app"), container("quick")]}));
+        let (updates, worker) = node.run(pod.clone(), vec![]);
+        let stubborn = node.running("app", 0).await;
+        let quick = node.running("quick", 0).await;
+        node.runtime.ignore_sigterm(&stubborn);
+
+        tracing::info!("--- deleted with a grace period of 3 s");
+        let mut deleted = pod;
+        deleted.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        deleted.metadata.deletion_grace_period_seconds = Some(3);
+        let asked = Instant::now();
+        updates.send_replace(Some(Arc::new(deleted)));
+        worker.await.expect("the worker ends");
+        assert_eq!(Instant::now() - asked, Duration::from_secs(3), "SIGKILL after the grace period, not before");
+
+        let calls = node.runtime.calls();
+        let grace = Duration::from_secs(3);
+        for id in [&stubborn, &quick] {
+            assert!(
+                calls.iter().any(|c| matches!(c, Call::Stop { id: s, grace: g, .. } if s == id && *g == grace)),
+                "{id} stopped with the grace period: {calls:?}"
+            );
+        }
+        assert_eq!(calls.last(), Some(&Call::RemoveSandbox { pod: "uid-web".into() }));
+        let sent = node.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let delete = sent.iter().find(|(m, _, _)| m == Method::DELETE).expect("a delete");
+        assert_eq!(delete.1, "/api/v1/namespaces/default/pods/web");
+        assert_eq!(delete.2["preconditions"]["uid"], "uid-web");
+        assert_eq!(delete.2["gracePeriodSeconds"], 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_kubelet_adopts_running_containers_without_starting_them_again() {
+        let node = Node::new();
+        let sandbox = Sandbox { pod: pod_ref(), id: "uid-web".into(), ip: [10, 0, 0, 9].into() };
+        let left = ContainerInfo {
+            id: "uid-web_app_2".into(),
+            pod: pod_ref(),
+            name: "app".into(),
+            attempt: 2,
+            image: "busybox".into(),
+            image_id: String::new(),
+            state: ContainerState::Running { started_at: node.runtime.now() },
+        };
+        node.runtime.leave_behind(sandbox, vec![left.clone()]);
+        let (_updates, worker) = node.run(pod(json!({"containers": [container("app")]})), vec![left]);
+        let status = node.reported(|s| s["phase"] == "Running").await;
+        assert_eq!(status["podIP"], "10.0.0.9", "the sandbox it had");
+        assert_eq!(status["containerStatuses"][0]["restartCount"], 2);
+        assert_eq!(status["containerStatuses"][0]["ready"], true);
+        assert!(starts(&node.runtime.calls()).is_empty(), "{:?}", node.runtime.calls());
+        node.shared.shutdown.cancel();
+        worker.await.expect("the worker ends");
     }
 }

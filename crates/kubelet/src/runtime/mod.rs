@@ -8,6 +8,8 @@
 //! find the containers that kept running without it.
 
 pub mod docker;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod process;
 
 use std::collections::BTreeMap;
