@@ -56,6 +56,9 @@ pub struct Slot {
     pub ready: bool,
     /// The startup probe succeeded, or there is none.
     pub started: bool,
+    /// It was stopped because its image in the spec changed: it starts again at once, whatever
+    /// the restart policy.
+    pub definition_changed: bool,
 }
 
 impl Slot {
@@ -129,6 +132,8 @@ pub enum StopReason {
     StartupProbe(String),
     /// Its liveness probe failed (the last failure).
     LivenessProbe(String),
+    /// Its image in the spec is not the one it runs.
+    DefinitionChanged,
 }
 
 /// One thing for the worker to do, in the order given.
@@ -240,7 +245,9 @@ impl PodState {
     /// containers one at a time, in order, each once the one before has succeeded; then every
     /// app container that is not running, unless its restart policy or its back-off says no.
     /// An init container that failed under `restartPolicy: Never` fails the pod (it becomes
-    /// terminal). Back-off and waiting reasons are kept in the slots.
+    /// terminal). A running app container whose image in the spec changed is stopped, and
+    /// started again at once whatever the policy, as Kubernetes does when a container's
+    /// definition changes. Back-off and waiting reasons are kept in the slots.
     pub fn plan(&mut self, pod: &Pod, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         let Some(spec) = pod.spec.as_ref() else { return actions };
@@ -266,13 +273,43 @@ impl PodState {
         }
         for container in &spec.containers {
             let slot = self.apps.entry(container.name.clone()).or_default();
-            let start = match (slot.current.is_some(), slot.exit_code()) {
-                (false, _) => true,
-                (true, None) => false,
-                (true, Some(code)) => policy.restarts(code),
-            };
-            if start {
-                actions.extend(start_or_back_off(slot, container, false, pod_name, now));
+            match (&slot.current, slot.exit_code()) {
+                (None, _) => actions.extend(start_or_back_off(slot, container, false, pod_name, now)),
+                (Some(current), None) => {
+                    let image = container.image.as_deref().unwrap_or_default();
+                    if slot.running() && current.image != image {
+                        let (name, id) = (&container.name, current.id.clone());
+                        slot.definition_changed = true;
+                        actions.push(event(
+                            name,
+                            Kind::Normal,
+                            "Killing",
+                            format!("Container {name} definition changed, will be restarted"),
+                        ));
+                        let grace = spec_grace(spec);
+                        actions.push(Action::Stop {
+                            container: name.clone(),
+                            id,
+                            grace,
+                            reason: StopReason::DefinitionChanged,
+                        });
+                    }
+                }
+                (Some(_), Some(_)) if slot.definition_changed => {
+                    // No back-off: it did not fail. A start that failed since waits as usual.
+                    if slot.not_before.is_none_or(|t| t <= now) {
+                        actions.push(Action::Start {
+                            container: container.name.clone(),
+                            init: false,
+                            attempt: slot.next_attempt(),
+                        });
+                    }
+                }
+                (Some(_), Some(code)) => {
+                    if policy.restarts(code) {
+                        actions.extend(start_or_back_off(slot, container, false, pod_name, now));
+                    }
+                }
             }
         }
         actions
@@ -301,6 +338,7 @@ impl PodState {
                 slot.startup = container.startup_probe.clone().map(|p| Prober::new(p, began));
                 slot.liveness = container.liveness_probe.clone().map(|p| Prober::new(p, began));
                 slot.readiness = container.readiness_probe.clone().map(|p| Prober::new(p, began));
+                slot.definition_changed = false;
                 actions
             }
             StartOutcome::ConfigError(message) => {
@@ -914,6 +952,46 @@ mod tests {
             state.plan_probes(spec, later),
             [Action::Probe { container: "app".into(), id: "u_app_1".into(), kind: ProbeKind::Liveness }]
         );
+    }
+
+    #[test]
+    fn a_new_image_in_the_spec_restarts_that_container_at_once_whatever_the_policy() {
+        let pod = pod(json!({
+            "restartPolicy": "Never",
+            "containers": [{"name": "app", "image": "busybox:2"}, container("sidecar")],
+        }));
+        let now = Instant::now();
+        let mut state = PodState::default();
+        state.adopt(vec![running("app", 0), running("sidecar", 0)]);
+
+        tracing::info!("--- app runs busybox, the spec says busybox:2: stopped, sidecar left alone");
+        let actions = state.plan(&pod, now);
+        assert_eq!(reasons(&actions), ["Killing"]);
+        assert_eq!(
+            actions.last(),
+            Some(&Action::Stop {
+                container: "app".into(),
+                id: "u_app_0".into(),
+                grace: Duration::from_secs(30),
+                reason: StopReason::DefinitionChanged,
+            })
+        );
+
+        tracing::info!("--- once it exited: started again at once, though the policy is Never");
+        observe(&mut state, exited("app", 0, 143, 5));
+        let restart = state.plan(&pod, now);
+        assert_eq!(restart, [start("app", false, 1)]);
+        let (app, _) = find(&pod, "app");
+        let mut new = running("app", 1);
+        new.image = "busybox:2".into();
+        state.started(app, false, StartOutcome::Started(Box::new(new)), now);
+        assert_eq!(state.plan(&pod, now), NOTHING, "it runs the image of the spec");
+
+        tracing::info!("--- the new attempt exits: the policy applies again");
+        let mut done = exited("app", 1, 1, 1);
+        done.image = "busybox:2".into();
+        observe(&mut state, done);
+        assert_eq!(state.plan(&pod, now + MAX_BACKOFF), NOTHING);
     }
 
     #[test]

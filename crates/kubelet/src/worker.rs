@@ -229,6 +229,9 @@ impl Worker {
                     StopReason::LivenessProbe(why) => {
                         tracing::info!(pod = %self.pod.name, %container, %why, "liveness probe failed; restarting")
                     }
+                    StopReason::DefinitionChanged => {
+                        tracing::info!(pod = %self.pod.name, %container, "its image changed; restarting")
+                    }
                 }
                 if let Err(e) = runtime.stop_container(&id, grace).await {
                     tracing::debug!(pod = %self.pod.name, %container, error = %e, "cannot stop container");
@@ -767,6 +770,37 @@ mod tests {
         let failed =
             sent.iter().filter(|(m, p, v)| m == Method::POST && p.ends_with("/events") && v["reason"] == "Failed");
         assert_eq!(failed.count(), 3, "a Failed event per try");
+        node.shared.shutdown.cancel();
+        worker.await.expect("the worker ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_updated_with_a_new_image_restarts_that_container_with_it() {
+        let node = Node::new();
+        let old = pod(json!({"restartPolicy": "Never", "containers": [container("app"), container("sidecar")]}));
+        let (updates, worker) = node.run(old.clone(), vec![]);
+        let app = node.running("app", 0).await;
+        let sidecar = node.running("sidecar", 0).await;
+
+        tracing::info!("--- kubectl set image app=busybox:2");
+        let mut new = old;
+        if let Some(c) = new.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+            c.image = Some("busybox:2".into());
+        }
+        let changed_at = Instant::now();
+        updates.send_replace(Some(Arc::new(new)));
+        node.running("app", 1).await;
+        let calls = node.runtime.calls();
+        assert!(calls.iter().any(|c| matches!(c, Call::Stop { id, .. } if *id == app)), "{calls:?}");
+        assert_eq!(
+            starts(&calls).last().map(|(name, attempt, at)| (name.as_str(), *attempt, *at - changed_at)),
+            Some(("app", 1, Duration::ZERO)),
+            "restarted at once, without back-off"
+        );
+        assert!(calls.iter().any(|c| matches!(c, Call::Start { image, attempt: 1, .. } if image == "busybox:2")));
+        assert_eq!(node.running("sidecar", 0).await, sidecar, "the other container is left alone");
+        let status = node.reported(|s| s["containerStatuses"][0]["image"] == "busybox:2").await;
+        assert_eq!(status["containerStatuses"][0]["restartCount"], 1);
         node.shared.shutdown.cancel();
         worker.await.expect("the worker ends");
     }
