@@ -9,6 +9,9 @@ use std::time::Duration;
 pub struct StoreConfig {
     /// This member's id: stable for the life of its data dir, never reused by another member.
     pub id: u64,
+    /// This member's name (`--name`), for its logs: its tasks run in a `member` span with the
+    /// name and the id.
+    pub name: String,
     /// Where the Raft log, the state and snapshots live.
     pub data_dir: PathBuf,
     /// The id a founding member records for a new cluster (0: learn it from the cluster).
@@ -42,6 +45,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             id: 0,
+            name: String::new(),
             data_dir: PathBuf::from("default.trireme"),
             cluster_id: 0,
             heartbeat_interval: Duration::from_millis(50),

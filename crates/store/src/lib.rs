@@ -11,16 +11,19 @@
 //! - `raft`: openraft storage, state machine, snapshots and the peer network;
 //! - [`watch`]: the watch hub; [`lease`]: lease clocks;
 //! - [`membership`]: a member publishing itself and noticing its removal; [`scheduled`]:
-//!   verified snapshots taken on a schedule while this member leads.
+//!   verified snapshots taken on a schedule while this member leads;
+//! - [`links`]: peer links that tests cut to partition members running in one process.
 //!
 //! This crate knows nothing of etcd's wire protocol or of Kubernetes; those edges depend on it.
 
 pub mod backup;
+mod compaction;
 mod config;
 mod db;
 mod error;
 pub mod identity;
 pub mod lease;
+pub mod links;
 pub mod membership;
 mod mvcc;
 mod raft;

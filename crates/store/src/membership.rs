@@ -1,11 +1,13 @@
 //! What a running member does about its own membership, beside serving: publishing its name
 //! and client URLs, and noticing that it was removed.
 //!
-//! Both are long-running tasks a master starts next to its servers; they stop at `shutdown`.
+//! Both are long-running tasks a master starts next to its servers, running in the member's
+//! span; they stop at `shutdown`.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::Store;
 use crate::types::Member;
@@ -17,6 +19,11 @@ const REMOVAL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// it (as etcd does: a removed member stops receiving the log before it could apply its own
 /// removal, so it asks its peers), or at `shutdown`. Returns whether the member was removed.
 pub async fn watch_removal(store: Store, shutdown: CancellationToken) -> bool {
+    let span = store.span().clone();
+    check_removal(store, shutdown).instrument(span).await
+}
+
+async fn check_removal(store: Store, shutdown: CancellationToken) -> bool {
     loop {
         tokio::select! {
             () = tokio::time::sleep(REMOVAL_CHECK_INTERVAL) => {}
@@ -29,7 +36,11 @@ pub async fn watch_removal(store: Store, shutdown: CancellationToken) -> bool {
         let peers: Vec<String> =
             members.iter().filter(|m| m.id != store.id()).filter_map(|m| m.member.peer_urls.first().cloned()).collect();
         for peer in peers {
-            let Ok(found) = Store::discover(&peer, REMOVAL_CHECK_INTERVAL).await else { continue };
+            let Ok(found) =
+                Store::discover(&peer, REMOVAL_CHECK_INTERVAL).await
+            else {
+                continue;
+            };
             // A leader with an older membership (cut off since) may not know this member yet.
             let newer = found.membership_index >= store.membership_index();
             if found.from_leader && newer && !found.members.iter().any(|m| m.id == store.id()) {
@@ -44,6 +55,11 @@ pub async fn watch_removal(store: Store, shutdown: CancellationToken) -> bool {
 /// `member add` is known by its peer URLs only until it starts. Returns once published, or at
 /// `shutdown`.
 pub async fn publish_self(store: Store, me: Member, shutdown: CancellationToken) {
+    let span = store.span().clone();
+    publish(store, me, shutdown).instrument(span).await
+}
+
+async fn publish(store: Store, me: Member, shutdown: CancellationToken) {
     loop {
         let known = store.members().into_iter().find(|m| m.id == store.id());
         match known {

@@ -26,12 +26,13 @@ use crate::backup::read_archive;
 use crate::db;
 use crate::identity::Bootstrap;
 use crate::identity::MemberIdentity;
+use crate::mvcc::Counters;
+use crate::mvcc::apply::put_counters;
+use crate::mvcc::read;
 use crate::schema::CF_SM_META;
 use crate::schema::SM_APPLIED;
 use crate::schema::SM_CLUSTER_ID;
-use crate::schema::SM_COMPACTED;
 use crate::schema::SM_MEMBERSHIP;
-use crate::schema::SM_REVISION;
 use crate::state::StateDb;
 use crate::types::Member;
 
@@ -128,7 +129,7 @@ fn restore_into(
         let state = StateDb::open(data_dir)?;
         let db = state.get();
         let meta = db::cf(&db, CF_SM_META)?;
-        let counters = crate::mvcc::read::counters(&db)?;
+        let counters = read::counters(&db)?;
         let revision = counters.revision + opts.bump_revision.max(0);
         let compacted = if opts.mark_compacted { revision } else { counters.compacted };
         let mut batch = rocksdb::WriteBatch::default();
@@ -136,8 +137,7 @@ fn restore_into(
         batch.delete_cf(meta, SM_APPLIED);
         batch.delete_cf(meta, SM_MEMBERSHIP);
         batch.put_cf(meta, SM_CLUSTER_ID, cluster_id.to_be_bytes());
-        batch.put_cf(meta, SM_REVISION, revision.to_be_bytes());
-        batch.put_cf(meta, SM_COMPACTED, compacted.to_be_bytes());
+        put_counters(&db, &mut batch, Counters { revision, compacted })?;
         db.write(batch).map_err(db::io)?;
         db.flush_wal(true).map_err(db::io)?;
         db.flush().map_err(db::io)?;
@@ -216,6 +216,7 @@ async fn verify_in(archive: &Path, data_dir: &Path) -> Result<Verified, RestoreE
         .map_err(|e| RestoreError::Store(format!("restore task failed: {e}")))??;
     let store = crate::Store::open(crate::StoreConfig {
         id: restored.identity.id,
+        name: "snapshot-verify".into(),
         data_dir: data_dir.to_path_buf(),
         auto_compaction_retention: None,
         ..crate::StoreConfig::default()

@@ -13,6 +13,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::Store;
 use crate::StoreError;
@@ -59,8 +60,14 @@ pub struct ScheduleConfig {
     pub dir: PathBuf,
 }
 
-/// Takes a snapshot every interval while this member leads, until `shutdown`.
+/// Takes a snapshot every interval while this member leads, until `shutdown`, in the member's
+/// span.
 pub async fn run(store: Store, config: ScheduleConfig, shutdown: CancellationToken) {
+    let span = store.span().clone();
+    schedule(store, config, shutdown).instrument(span).await
+}
+
+async fn schedule(store: Store, config: ScheduleConfig, shutdown: CancellationToken) {
     describe_metrics();
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -19,15 +19,18 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use trireme_proto::peer::raft_peer_server::RaftPeerServer;
 
 use crate::backup;
 use crate::backup::Archive;
 use crate::backup::ArchiveHeader;
+use crate::compaction::Sampler;
 use crate::config::StoreConfig;
 use crate::db;
 use crate::error::StoreError;
 use crate::lease::LeaseTtl;
+use crate::links::Links;
 use crate::mvcc::read;
 use crate::raft::ForwardRequest;
 use crate::raft::ForwardResponse;
@@ -119,6 +122,8 @@ struct Inner {
     known_leader: watch::Sender<Option<u64>>,
     shutdown: CancellationToken,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// `member{name, id}`: the span every task of this member runs in.
+    span: tracing::Span,
 }
 
 /// One member of the replicated MVCC store. Cheap to clone.
@@ -130,14 +135,32 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the member's data dir and starts Raft. A new cluster must then be
     /// [`initialize`](Store::initialize)d once; a restarted member resumes from its data.
+    ///
+    /// Every task of the member (the Raft core, replication, the state machine, lease expiry,
+    /// watchers, ...) runs in its [`span`](Store::span).
     pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        Store::open_with(config, None).await
+    }
+
+    /// Like [`Store::open`], for a member of an in-process cluster whose peer messages cross
+    /// `links`, which tests cut and heal to partition the cluster (see [`crate::links`]).
+    pub async fn open_linked(config: StoreConfig, links: Links) -> Result<Store, StoreError> {
+        Store::open_with(config, Some(links)).await
+    }
+
+    async fn open_with(config: StoreConfig, links: Option<Links>) -> Result<Store, StoreError> {
         config.validate().map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+        let span = tracing::info_span!("member", name = %config.name, id = %format_args!("{:x}", config.id));
+        // Raft is created in the span: openraft's tasks inherit it (see `raft::MemberRuntime`).
+        Store::start(config, links, span.clone()).instrument(span).await
+    }
+
+    async fn start(config: StoreConfig, links: Option<Links>, span: tracing::Span) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&config.data_dir)?;
         let raft_db = Arc::new(db::open(&config.data_dir.join("raft"), &RAFT_CFS)?);
         let log_store = LogStore::new(raft_db)?;
         let shared = Shared::open(&config.data_dir, config.watch_ring_events)?;
         let state_machine = StateMachine::new(shared.clone())?;
-        let network = PeerNetwork::with_source_address(config.peer_source_address);
         let raft_config = openraft::Config {
             cluster_name: "trireme".to_string(),
             heartbeat_interval: millis(config.heartbeat_interval),
@@ -154,7 +177,13 @@ impl Store {
         }
         .validate()
         .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
-        let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, state_machine)
+        let raft_config = Arc::new(raft_config);
+        let network = PeerNetwork::with_source_address(config.peer_source_address).with_backoff(raft_config.clone());
+        let network = match links {
+            Some(links) => network.with_links(config.id, links),
+            None => network,
+        };
+        let raft = Raft::new(config.id, raft_config, network.clone(), log_store, state_machine)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
         let service = PeerService::new(raft.clone(), shared.clone());
@@ -170,12 +199,13 @@ impl Store {
                 known_leader: watch::Sender::new(None),
                 shutdown: CancellationToken::new(),
                 tasks: std::sync::Mutex::new(Vec::new()),
+                span,
             }),
         };
         let tasks = vec![
-            tokio::spawn(store.clone().track_leadership()),
-            tokio::spawn(store.clone().expire_leases()),
-            tokio::spawn(store.clone().auto_compact()),
+            tokio::spawn(store.clone().track_leadership().in_current_span()),
+            tokio::spawn(store.clone().expire_leases().in_current_span()),
+            tokio::spawn(store.clone().auto_compact().in_current_span()),
         ];
         store.inner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(tasks);
         Ok(store)
@@ -207,7 +237,7 @@ impl Store {
         let dir = &self.inner.config.data_dir;
         let Some(bootstrap) = crate::identity::Bootstrap::load(dir)? else { return Ok(false) };
         self.initialize(bootstrap.members.into_iter().collect()).await?;
-        let task = tokio::spawn(self.clone().seal_bootstrap());
+        let task = tokio::spawn(self.clone().seal_bootstrap().instrument(self.inner.span.clone()));
         self.inner.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(task);
         Ok(true)
     }
@@ -259,9 +289,12 @@ impl Store {
                 }
             })
         });
+        let span = self.inner.span.clone();
         tonic::transport::Server::builder()
+            .trace_fn(move |_| span.clone())
             .add_service(self.peer_server())
             .serve_with_incoming_shutdown(incoming, shutdown)
+            .instrument(self.inner.span.clone())
             .await
     }
 
@@ -273,6 +306,13 @@ impl Store {
     /// The store's configuration.
     pub fn config(&self) -> &StoreConfig {
         &self.inner.config
+    }
+
+    /// The span this member's tasks run in, `member{name, id}`: work done for this member
+    /// elsewhere (its servers, its membership tasks) can run in it too, so that the logs of
+    /// members sharing a process can be told apart.
+    pub fn span(&self) -> &tracing::Span {
+        &self.inner.span
     }
 
     /// Stops Raft and the background tasks. Acknowledged writes are already durable.
@@ -422,7 +462,8 @@ impl Store {
             return Err(StoreError::Compacted { compact_revision: counters.compacted });
         }
         let spec = WatchSpec { range, start_revision: start, prev_kv };
-        Ok(spawn_watcher(self.inner.shared.hub.clone(), self.inner.shared.state.clone(), spec))
+        let (hub, state) = (self.inner.shared.hub.clone(), self.inner.shared.state.clone());
+        Ok(self.inner.span.in_scope(|| spawn_watcher(hub, state, spec)))
     }
 
     async fn blocking_read<T: Send + 'static>(
@@ -635,76 +676,46 @@ impl Store {
     /// Runs `req` on the leader: here if this member leads, else over the peer network.
     /// Retries while no leader is known or the leader moved. A transport failure after the
     /// request may have been delivered is retried only if `idempotent`; otherwise it is
-    /// `Timeout` (outcome unknown).
+    /// `Timeout` (outcome unknown), as is a request this member, leading, could not finish
+    /// before the deadline (it lost its quorum).
     async fn leader_call(&self, req: ForwardRequest, idempotent: bool) -> Result<ForwardResponse, StoreError> {
-        let deadline = Instant::now() + self.inner.config.request_timeout;
-        let mut last_error = StoreError::NoLeader;
-        loop {
-            if self.inner.shutdown.is_cancelled() {
-                return Err(StoreError::Stopped);
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(last_error);
-            }
-            let (leader, member) = {
-                let metrics = self.inner.raft.metrics();
-                let metrics = metrics.borrow_watched();
-                let leader = metrics.current_leader;
-                let member = match leader {
-                    Some(l) if l != self.id() => metrics.membership_config.membership().get_node(&l).cloned(),
-                    _ => None,
-                };
-                (leader, member)
+        let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
+        retry_until(deadline, &self.inner.shutdown, |remaining| self.attempt(&req, idempotent, remaining))
+            .instrument(self.inner.span.clone())
+            .await
+    }
+
+    /// One try of [`Store::leader_call`], with `remaining` time until its deadline.
+    async fn attempt(&self, req: &ForwardRequest, idempotent: bool, remaining: Duration) -> Attempt {
+        let (leader, member) = {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let leader = metrics.current_leader;
+            let member = match leader {
+                Some(l) if l != self.id() => metrics.membership_config.membership().get_node(&l).cloned(),
+                _ => None,
             };
-            let answer = match (leader, member) {
-                (Some(l), _) if l == self.id() => Ok(self.inner.service.lead(req.clone()).await),
-                (Some(l), Some(member)) => {
-                    // As etcd does: a request in flight to a leader that lost its place (paused,
-                    // cut off, deposed) is given up as soon as another leader is known, instead
-                    // of waiting out the timeout; a write's outcome is then unknown.
-                    let moved = self.leader_moved_from(l);
-                    self.inner.mux.call(&self.inner.network, &member, &req, remaining, moved).await
-                }
-                _ => {
-                    last_error = StoreError::NoLeader;
-                    tokio::time::sleep(LEADER_RETRY.min(remaining)).await;
-                    continue;
-                }
-            };
-            match answer {
-                Ok(ForwardResponse::NotLeader { .. }) => {
-                    last_error = StoreError::NoLeader;
-                    tokio::time::sleep(LEADER_RETRY.min(remaining)).await;
-                }
-                Ok(ForwardResponse::Failed { message, kind: FailureKind::Unconfirmed }) => {
-                    // As etcd waits for a read index until its request timeout: the leader
-                    // may hear from a quorum again in a moment (a follower just died, or the
-                    // machine is busy); a new leader may be elected meanwhile.
-                    tracing::debug!(%message, "leadership not confirmed by a quorum; retrying");
-                    last_error = StoreError::Raft(message);
-                    tokio::time::sleep(LEADER_RETRY.min(remaining)).await;
-                }
-                Ok(ForwardResponse::Failed { message, kind }) => {
-                    return Err(match kind {
-                        FailureKind::MemberNotFound => StoreError::MemberNotFound,
-                        FailureKind::MemberExists => StoreError::MemberExists,
-                        FailureKind::InvalidMembership => StoreError::InvalidMembership(message),
-                        FailureKind::Unconfirmed | FailureKind::Other => StoreError::Raft(message),
-                    });
-                }
-                Ok(answer) => return Ok(answer),
-                Err(e) if idempotent || never_delivered(&e) => {
-                    tracing::debug!(error = %e, "leader unreachable; retrying");
-                    last_error = StoreError::NoLeader;
-                    tokio::time::sleep(LEADER_RETRY.min(remaining)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "forwarded write lost its leader; outcome unknown");
-                    return Err(StoreError::Timeout);
+            (leader, member)
+        };
+        let answer = match (leader, member) {
+            (Some(l), _) if l == self.id() => {
+                // A leader cut off from its quorum keeps a write it accepted until a new leader
+                // truncates it, which may be never: the caller's deadline still holds.
+                match tokio::time::timeout(remaining, self.inner.service.lead(req.clone())).await {
+                    Ok(answer) => Some(Ok(answer)),
+                    Err(_) => return Attempt::Done(Err(StoreError::Timeout)),
                 }
             }
-        }
+            (Some(l), Some(member)) => {
+                // As etcd does: a request in flight to a leader that lost its place (paused,
+                // cut off, deposed) is given up as soon as another leader is known, instead
+                // of waiting out the timeout; a write's outcome is then unknown.
+                let moved = self.leader_moved_from(l);
+                Some(self.inner.mux.call(&self.inner.network, l, &member, req, remaining, moved).await)
+            }
+            _ => None,
+        };
+        judge(answer, idempotent)
     }
 
     /// Resolves once this member knows of a leader other than `leader`.
@@ -768,7 +779,7 @@ impl Store {
             return;
         }
         let store = self.clone();
-        tokio::spawn(async move {
+        let task = async move {
             let term = *store.inner.leadership.borrow();
             while term.is_some() && *store.inner.leadership.borrow() == term && !store.inner.shutdown.is_cancelled() {
                 let req = Request::new(Command::SetClusterId { cluster_id: configured });
@@ -778,7 +789,8 @@ impl Store {
                 }
                 tokio::time::sleep(LEADER_RETRY).await;
             }
-        });
+        };
+        tokio::spawn(task.in_current_span());
     }
 
     /// On the leader, proposes a revoke for every expired lease, fenced by the leader's term.
@@ -793,13 +805,14 @@ impl Store {
             let Some(term) = *self.inner.leadership.borrow() else { continue };
             for id in self.inner.shared.lessor.take_expired(Instant::now()) {
                 let raft = self.inner.raft.clone();
-                tokio::spawn(async move {
+                let revoke = async move {
                     let req = Request::fenced(Command::LeaseRevoke { id }, term);
                     match raft.client_write(req).await {
                         Ok(_) => tracing::info!(lease = id, "lease expired"),
                         Err(e) => tracing::debug!(lease = id, error = %e, "lease revoke not applied"),
                     }
-                });
+                };
+                tokio::spawn(revoke.in_current_span());
             }
         }
     }
@@ -813,32 +826,91 @@ impl Store {
         let Some(retention) = self.inner.config.auto_compaction_retention else { return };
         let mut tick = tokio::time::interval((retention / 10).max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut samples: std::collections::VecDeque<(Instant, i64)> = std::collections::VecDeque::new();
-        let mut sampled_in: Option<u64> = None;
+        let mut sampler = Sampler::new(retention);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = self.inner.shutdown.cancelled() => return,
             }
             let leading = *self.inner.leadership.borrow();
-            if leading != sampled_in {
-                samples.clear();
-                sampled_in = leading;
-            }
-            let Some(term) = leading else { continue };
-            let now = Instant::now();
-            samples.push_back((now, self.revision()));
-            while samples.get(1).is_some_and(|(t, _)| now.duration_since(*t) >= retention) {
-                samples.pop_front();
-            }
-            let Some(&(taken, revision)) = samples.front() else { continue };
             let compacted = self.inner.shared.compacted.load(Ordering::Relaxed);
-            if now.duration_since(taken) < retention || revision <= compacted {
+            let Some((term, revision)) = sampler.tick(Instant::now(), leading, self.revision(), compacted) else {
                 continue;
-            }
+            };
             match self.inner.raft.client_write(Request::fenced(Command::Compact { revision }, term)).await {
                 Ok(_) => tracing::info!(revision, "auto-compacted history"),
                 Err(e) => tracing::debug!(revision, error = %e, "auto-compaction not applied"),
+            }
+        }
+    }
+}
+
+/// Where a call to the leader stands after one attempt.
+#[derive(Debug)]
+enum Attempt {
+    /// The call is over, with this answer or error.
+    Done(Result<ForwardResponse, StoreError>),
+    /// Worth another attempt after a pause; the caller gets this error if the deadline comes
+    /// first.
+    Retry(StoreError),
+}
+
+/// Judges one attempt's answer (`None`: no leader was known to ask).
+fn judge(answer: Option<Result<ForwardResponse, PeerError>>, idempotent: bool) -> Attempt {
+    let Some(answer) = answer else { return Attempt::Retry(StoreError::NoLeader) };
+    match answer {
+        Ok(ForwardResponse::NotLeader { .. }) => Attempt::Retry(StoreError::NoLeader),
+        Ok(ForwardResponse::Failed { message, kind: FailureKind::Unconfirmed }) => {
+            // As etcd waits for a read index until its request timeout: the leader may hear
+            // from a quorum again in a moment (a follower just died, or the machine is busy); a
+            // new leader may be elected meanwhile.
+            tracing::debug!(%message, "leadership not confirmed by a quorum; retrying");
+            Attempt::Retry(StoreError::Raft(message))
+        }
+        Ok(ForwardResponse::Failed { message, kind }) => Attempt::Done(Err(match kind {
+            FailureKind::MemberNotFound => StoreError::MemberNotFound,
+            FailureKind::MemberExists => StoreError::MemberExists,
+            FailureKind::InvalidMembership => StoreError::InvalidMembership(message),
+            FailureKind::Unconfirmed | FailureKind::Other => StoreError::Raft(message),
+        })),
+        Ok(answer) => Attempt::Done(Ok(answer)),
+        Err(e) if idempotent || never_delivered(&e) => {
+            tracing::debug!(error = %e, "leader unreachable; retrying");
+            Attempt::Retry(StoreError::NoLeader)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "forwarded write lost its leader; outcome unknown");
+            Attempt::Done(Err(StoreError::Timeout))
+        }
+    }
+}
+
+/// Calls `attempt` with the time left until `deadline`, pausing [`LEADER_RETRY`] after each
+/// attempt worth retrying, until one is done. At the deadline, returns the last attempt's error;
+/// once `shutdown` is cancelled, `Stopped`.
+async fn retry_until<F, Fut>(
+    deadline: tokio::time::Instant,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> Result<ForwardResponse, StoreError>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = Attempt>,
+{
+    let mut last_error = StoreError::NoLeader;
+    loop {
+        if shutdown.is_cancelled() {
+            return Err(StoreError::Stopped);
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return Err(last_error);
+        }
+        match attempt(remaining).await {
+            Attempt::Done(result) => return result,
+            Attempt::Retry(e) => {
+                last_error = e;
+                tokio::time::sleep(LEADER_RETRY.min(remaining)).await;
             }
         }
     }
@@ -862,4 +934,108 @@ fn never_delivered(e: &PeerError) -> bool {
 
 fn unexpected(answer: &ForwardResponse) -> StoreError {
     StoreError::Raft(format!("unexpected answer from leader: {answer:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The retry policy of calls to the leader, on tokio's paused clock: the deadline and the
+    //! pauses are the logic here, and a paused clock makes them exact.
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(5);
+
+    fn unconfirmed() -> Option<Result<ForwardResponse, PeerError>> {
+        Some(Ok(ForwardResponse::Failed { message: "not enough for a quorum".into(), kind: FailureKind::Unconfirmed }))
+    }
+
+    fn unreachable(message: &str) -> Option<Result<ForwardResponse, PeerError>> {
+        Some(Err(PeerError::Unreachable { addr: "http://leader".into(), message: message.into() }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unconfirmed_read_index_is_asked_again_until_a_quorum_confirms_it() {
+        let start = Instant::now();
+        let mut attempts = 0;
+        let result = retry_until(start + DEADLINE, &CancellationToken::new(), |_| {
+            attempts += 1;
+            let confirmed = start.elapsed() >= Duration::from_secs(2);
+            async move {
+                let answer = if confirmed { Some(Ok(ForwardResponse::ReadIndex { index: 7 })) } else { unconfirmed() };
+                judge(answer, true)
+            }
+        })
+        .await;
+        assert!(matches!(result, Ok(ForwardResponse::ReadIndex { index: 7 })), "{result:?}");
+        assert_eq!(start.elapsed(), Duration::from_secs(2), "answered at the first attempt after the quorum came back");
+        assert_eq!(attempts, 41, "one attempt every {LEADER_RETRY:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_index_never_confirmed_fails_at_the_deadline_with_the_leaders_reason() {
+        let start = Instant::now();
+        let result =
+            retry_until(start + DEADLINE, &CancellationToken::new(), |_| async { judge(unconfirmed(), true) }).await;
+        assert!(matches!(&result, Err(StoreError::Raft(m)) if m.contains("quorum")), "{result:?}");
+        assert_eq!(start.elapsed(), DEADLINE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_no_leader_known_a_call_waits_for_one_until_the_deadline() {
+        let start = Instant::now();
+        let mut remaining_seen = Vec::new();
+        let result = retry_until(start + DEADLINE, &CancellationToken::new(), |remaining| {
+            remaining_seen.push(remaining);
+            async { judge(None, false) }
+        })
+        .await;
+        assert!(matches!(result, Err(StoreError::NoLeader)), "{result:?}");
+        assert_eq!(start.elapsed(), DEADLINE);
+        assert_eq!(remaining_seen.first(), Some(&DEADLINE), "each attempt is told the time left");
+        assert_eq!(remaining_seen.last(), Some(&LEADER_RETRY));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_lost_in_flight_is_not_retried_but_a_refused_connection_is() {
+        let start = Instant::now();
+        let mut attempts = 0;
+        let lost = retry_until(start + DEADLINE, &CancellationToken::new(), |_| {
+            attempts += 1;
+            async { judge(unreachable("no answer within 5s"), false) }
+        })
+        .await;
+        assert!(matches!(lost, Err(StoreError::Timeout)), "outcome unknown: {lost:?}");
+        assert_eq!((attempts, start.elapsed()), (1, Duration::ZERO));
+
+        let mut attempts = 0;
+        let refused = retry_until(start + DEADLINE, &CancellationToken::new(), |_| {
+            attempts += 1;
+            let answer = if attempts < 3 {
+                unreachable("transport error: connection refused")
+            } else {
+                Some(Ok(ForwardResponse::TransferStarted))
+            };
+            async move { judge(answer, false) }
+        })
+        .await;
+        assert!(matches!(refused, Ok(ForwardResponse::TransferStarted)), "{refused:?}");
+        assert_eq!(start.elapsed(), LEADER_RETRY * 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_stops_retrying_once_the_member_shuts_down() {
+        let start = Instant::now();
+        let shutdown = CancellationToken::new();
+        let result = retry_until(start + DEADLINE, &shutdown, |_| {
+            if start.elapsed() >= Duration::from_secs(1) {
+                shutdown.cancel();
+            }
+            async { judge(None, true) }
+        })
+        .await;
+        assert!(matches!(result, Err(StoreError::Stopped)), "{result:?}");
+        assert_eq!(start.elapsed(), Duration::from_secs(1) + LEADER_RETRY);
+    }
 }

@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::mvcc::ReadError;
 use crate::mvcc::read;
@@ -167,11 +168,12 @@ impl WatchStream {
     }
 }
 
-/// Starts a watcher task for `spec` (whose start revision the caller resolved and checked).
+/// Starts a watcher task for `spec` (whose start revision the caller resolved and checked), in
+/// the current span.
 pub fn spawn_watcher(hub: Arc<WatchHub>, state: Arc<StateDb>, spec: WatchSpec) -> WatchStream {
     let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
     let synced = Arc::new(AtomicI64::new(spec.start_revision - 1));
-    tokio::spawn(run_watcher(hub, state, spec, tx, synced.clone()));
+    tokio::spawn(run_watcher(hub, state, spec, tx, synced.clone()).in_current_span());
     WatchStream { rx, synced }
 }
 

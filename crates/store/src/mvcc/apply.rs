@@ -28,6 +28,8 @@ use crate::schema::LeaseRecord;
 use crate::schema::RevRecord;
 use crate::schema::Revision;
 use crate::schema::SM_CLUSTER_ID;
+use crate::schema::SM_COMPACTED;
+use crate::schema::SM_REVISION;
 use crate::schema::index_key;
 use crate::schema::lease_key;
 use crate::schema::lease_key_entry;
@@ -100,6 +102,15 @@ pub struct Applied {
     /// Events of the new revision (empty if nothing changed).
     pub events: Vec<Event>,
     pub lease_change: Option<LeaseChange>,
+}
+
+/// Adds `counters` to `batch`, to be written with the changes that moved them;
+/// [`read::counters`] reads them back.
+pub fn put_counters(db: &DB, batch: &mut WriteBatch, counters: Counters) -> io::Result<()> {
+    let meta = db::cf(db, CF_SM_META)?;
+    batch.put_cf(meta, SM_REVISION, counters.revision.to_be_bytes());
+    batch.put_cf(meta, SM_COMPACTED, counters.compacted.to_be_bytes());
+    Ok(())
 }
 
 /// Whether `command` reads state beyond live keys (history, leases, lease keys), so that every
@@ -510,5 +521,372 @@ fn compare_ord(op: CompareOp, ord: std::cmp::Ordering) -> bool {
         CompareOp::NotEqual => ord != Ordering::Equal,
         CompareOp::Greater => ord == Ordering::Greater,
         CompareOp::Less => ord == Ordering::Less,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+    use crate::mvcc::testing::TestDb;
+    use crate::mvcc::testing::owned;
+    use crate::mvcc::testing::pairs;
+    use crate::mvcc::testing::put;
+    use crate::mvcc::testing::range_at;
+    use crate::types::RangeResponse;
+
+    type Test = io::Result<()>;
+
+    fn compare(key: &str, op: CompareOp, target: CompareTarget) -> Compare {
+        Compare { op, target, key: key.into(), range_end: Vec::new() }
+    }
+
+    fn put_op(key: &str, value: &str) -> RequestOp {
+        RequestOp::Put(PutRequest { key: key.into(), value: value.into(), ..PutRequest::default() })
+    }
+
+    fn leased(key: &str, lease: i64) -> Command {
+        Command::Put(PutRequest { key: key.into(), value: b"v".to_vec(), lease, ..PutRequest::default() })
+    }
+
+    fn txn_response(applied: &Applied) -> &TxnResponse {
+        match &applied.outcome {
+            Outcome::Txn(resp) => resp,
+            other => panic!("expected a txn response, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_put_is_one_revision_and_keeps_the_create_revision_while_the_version_grows() -> Test {
+        let mut t = TestDb::new()?;
+        assert_eq!(t.counters, Counters { revision: 1, compacted: 0 }, "an empty store is at revision 1");
+        let first = t.apply(put("a", "1"))?;
+        assert_eq!(first.counters.revision, 2);
+        assert_eq!(first.outcome, Outcome::Put(PutResponse { prev_kv: None }));
+        let second = t.apply(put("a", "2"))?;
+        let kv = t.get("a")?.expect("a is live");
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.version, kv.value.as_slice()), (2, 3, 2, b"2".as_slice()));
+        let before = KeyValue {
+            key: b"a".to_vec(),
+            create_revision: 2,
+            mod_revision: 2,
+            version: 1,
+            value: b"1".to_vec(),
+            lease: 0,
+        };
+        assert_eq!(second.events, vec![Event { kind: EventType::Put, kv, prev_kv: Some(before) }]);
+        assert_eq!(t.put("b", "x")?, 4);
+        assert_eq!(t.get("a")?.map(|kv| kv.mod_revision), Some(3), "a put moves only its own key");
+        Ok(())
+    }
+
+    #[test]
+    fn a_put_returns_the_previous_version_only_when_asked() -> Test {
+        let mut t = TestDb::new()?;
+        t.put("k", "old")?;
+        let quiet = t.apply(put("k", "new"))?;
+        assert_eq!(quiet.outcome, Outcome::Put(PutResponse { prev_kv: None }));
+        let asked =
+            Command::Put(PutRequest { key: "k".into(), value: "newer".into(), prev_kv: true, ..Default::default() });
+        match t.apply(asked)?.outcome {
+            Outcome::Put(PutResponse { prev_kv: Some(prev) }) => {
+                assert_eq!((prev.value.as_slice(), prev.version, prev.mod_revision), (b"new".as_slice(), 2, 3));
+            }
+            other => panic!("expected the previous version, got {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ignore_value_and_ignore_lease_keep_the_current_ones_and_need_the_key_to_exist() -> Test {
+        let mut t = TestDb::new()?;
+        let keep_value =
+            |key: &str| Command::Put(PutRequest { key: key.into(), ignore_value: true, ..PutRequest::default() });
+        let missing = t.apply(keep_value("k"))?;
+        assert_eq!(missing.outcome, Outcome::Rejected(ApplyError::KeyNotFound));
+        assert_eq!((missing.counters, missing.events.len()), (Counters { revision: 1, compacted: 0 }, 0));
+
+        t.apply(Command::LeaseGrant { id: 5, ttl: 60 })?;
+        t.apply(Command::Put(PutRequest { key: "k".into(), value: "v".into(), lease: 5, ..Default::default() }))?;
+        t.apply(keep_value("k"))?;
+        let kv = t.get("k")?.expect("k is live");
+        assert_eq!((kv.value.as_slice(), kv.lease, kv.version), (b"v".as_slice(), 0, 2), "value kept, lease dropped");
+
+        t.apply(Command::Put(PutRequest { key: "k".into(), value: "v".into(), lease: 5, ..Default::default() }))?;
+        let keep_lease = PutRequest { key: "k".into(), value: "w".into(), ignore_lease: true, ..PutRequest::default() };
+        t.apply(Command::Put(keep_lease))?;
+        let kv = t.get("k")?.expect("k is live");
+        assert_eq!((kv.value.as_slice(), kv.lease), (b"w".as_slice(), 5), "lease kept, value replaced");
+        Ok(())
+    }
+
+    #[test]
+    fn deleting_a_range_writes_one_tombstone_per_live_key_in_one_revision() -> Test {
+        let mut t = TestDb::new()?;
+        for k in ["a", "b", "c", "d"] {
+            t.put(k, k)?;
+        }
+        let req = DeleteRangeRequest { key: "b".into(), range_end: "d".into(), prev_kv: true };
+        let deleted = t.apply(Command::DeleteRange(req))?;
+        assert_eq!(deleted.counters.revision, 6);
+        match &deleted.outcome {
+            Outcome::DeleteRange(resp) => {
+                assert_eq!(resp.deleted, 2);
+                assert_eq!(pairs(&resp.prev_kvs), owned(&[("b", "b"), ("c", "c")]));
+            }
+            other => panic!("expected a delete response, got {other:?}"),
+        }
+        for (event, key) in deleted.events.iter().zip(["b", "c"]) {
+            assert_eq!(event.kind, EventType::Delete);
+            assert_eq!(event.kv, KeyValue { key: key.into(), mod_revision: 6, ..KeyValue::default() });
+            assert_eq!(event.prev_kv.as_ref().map(|kv| kv.value.clone()), Some(key.as_bytes().to_vec()));
+        }
+        assert!(t.get("b")?.is_none() && t.get("c")?.is_none());
+        assert!(t.get("a")?.is_some() && t.get("d")?.is_some());
+
+        tracing::info!("--- history keeps the tombstones, each at its own sub-revision");
+        assert_eq!(read::latest_index_entry(&t.db, b"b", 6)?, Some((Revision { main: 6, sub: 0 }, true)));
+        assert_eq!(read::latest_index_entry(&t.db, b"c", 6)?, Some((Revision { main: 6, sub: 1 }, true)));
+        assert_eq!(read::latest_index_entry(&t.db, b"b", 5)?, Some((Revision { main: 3, sub: 0 }, false)));
+
+        tracing::info!("--- deleting nothing changes nothing; a recreated key starts over");
+        let nothing = t.apply(Command::DeleteRange(DeleteRangeRequest { key: "x".into(), ..Default::default() }))?;
+        assert_eq!((nothing.counters.revision, nothing.events.len()), (6, 0));
+        assert_eq!(nothing.outcome, Outcome::DeleteRange(DeleteRangeResponse { deleted: 0, prev_kvs: Vec::new() }));
+        t.put("b", "again")?;
+        let kv = t.get("b")?.expect("b is live again");
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (7, 7, 1));
+        Ok(())
+    }
+
+    #[test]
+    fn a_transaction_runs_success_when_every_compare_holds_and_failure_otherwise() -> Test {
+        let mut t = TestDb::new()?;
+        t.put("a", "1")?;
+        t.put("a", "2")?;
+        // a: create 2, mod 3, version 2, value "2"; "zz" does not exist.
+        let value = |v: &str| CompareTarget::Value(v.into());
+        let cases = [
+            (vec![compare("a", CompareOp::Equal, value("2"))], true),
+            (vec![compare("a", CompareOp::Equal, value("1"))], false),
+            (vec![compare("a", CompareOp::Greater, value("10"))], true),
+            (vec![compare("a", CompareOp::Equal, CompareTarget::Version(2))], true),
+            (vec![compare("a", CompareOp::Greater, CompareTarget::Version(2))], false),
+            (vec![compare("a", CompareOp::Less, CompareTarget::Version(3))], true),
+            (vec![compare("a", CompareOp::Equal, CompareTarget::Mod(3))], true),
+            (vec![compare("a", CompareOp::NotEqual, CompareTarget::Mod(3))], false),
+            (vec![compare("a", CompareOp::Equal, CompareTarget::Create(2))], true),
+            (vec![compare("a", CompareOp::Greater, CompareTarget::Create(2))], false),
+            (vec![compare("a", CompareOp::Equal, CompareTarget::Lease(0))], true),
+            (vec![compare("zz", CompareOp::Equal, CompareTarget::Version(0))], true),
+            (vec![compare("zz", CompareOp::Equal, CompareTarget::Create(0))], true),
+            (vec![compare("zz", CompareOp::Greater, CompareTarget::Mod(0))], false),
+            (vec![compare("zz", CompareOp::Equal, value(""))], false),
+            (
+                vec![
+                    compare("a", CompareOp::Equal, value("2")),
+                    compare("a", CompareOp::Equal, CompareTarget::Version(1)),
+                ],
+                false,
+            ),
+        ];
+        for (compares, expected) in cases {
+            let txn = TxnRequest {
+                compare: compares.clone(),
+                success: vec![put_op("branch", "success")],
+                failure: vec![put_op("branch", "failure")],
+            };
+            let applied = t.apply(Command::Txn(txn))?;
+            assert_eq!(txn_response(&applied).succeeded, expected, "{compares:?}");
+            let ran = t.get("branch")?.map(|kv| kv.value);
+            let wanted: &[u8] = if expected { b"success" } else { b"failure" };
+            assert_eq!(ran.as_deref(), Some(wanted), "{compares:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_compare_over_a_range_must_hold_for_every_key_in_it() -> Test {
+        let mut t = TestDb::new()?;
+        t.put("p/1", "x")?;
+        t.put("p/2", "x")?;
+        let over = |v: &str| Compare {
+            op: CompareOp::Equal,
+            target: CompareTarget::Value(v.into()),
+            key: "p/".into(),
+            range_end: "p0".into(),
+        };
+        let txn = |c| Command::Txn(TxnRequest { compare: vec![c], ..TxnRequest::default() });
+        assert!(txn_response(&t.apply(txn(over("x")))?).succeeded);
+        t.put("p/2", "y")?;
+        assert!(!txn_response(&t.apply(txn(over("x")))?).succeeded);
+        Ok(())
+    }
+
+    #[test]
+    fn a_transaction_is_one_revision_and_its_reads_see_its_own_earlier_writes() -> Test {
+        let mut t = TestDb::new()?;
+        t.put("x", "0")?;
+        let txn = TxnRequest {
+            compare: Vec::new(),
+            success: vec![
+                put_op("x", "1"),
+                put_op("y", "1"),
+                RequestOp::Range(range_at("x", "", 0)),
+                RequestOp::Put(PutRequest { key: "x".into(), value: "2".into(), prev_kv: true, ..Default::default() }),
+                RequestOp::Txn(TxnRequest {
+                    success: vec![RequestOp::Range(range_at("x", "z", 0))],
+                    ..Default::default()
+                }),
+            ],
+            failure: Vec::new(),
+        };
+        let applied = t.apply(Command::Txn(txn))?;
+        assert_eq!(applied.counters.revision, 3);
+        assert!(applied.events.iter().all(|e| e.kv.mod_revision == 3), "{:?}", applied.events);
+        let resp = txn_response(&applied);
+        match &resp.responses[2] {
+            ResponseOp::Range(RangeResponse { kvs, .. }) => assert_eq!(pairs(kvs), owned(&[("x", "1")])),
+            other => panic!("expected a range, got {other:?}"),
+        }
+        match &resp.responses[3] {
+            ResponseOp::Put(PutResponse { prev_kv: Some(prev) }) => {
+                assert_eq!((prev.value.as_slice(), prev.version, prev.mod_revision), (b"1".as_slice(), 2, 3));
+            }
+            other => panic!("expected a put with its previous value, got {other:?}"),
+        }
+        match &resp.responses[4] {
+            ResponseOp::Txn(TxnResponse { responses, .. }) => match &responses[0] {
+                ResponseOp::Range(RangeResponse { kvs, .. }) => {
+                    assert_eq!(pairs(kvs), owned(&[("x", "2"), ("y", "1")]));
+                }
+                other => panic!("expected a range, got {other:?}"),
+            },
+            other => panic!("expected a nested txn, got {other:?}"),
+        }
+        let x = t.get("x")?.expect("x is live");
+        assert_eq!((x.create_revision, x.mod_revision, x.version), (2, 3, 3), "two puts in one txn, two versions");
+
+        tracing::info!("--- a transaction that only reads keeps the revision");
+        let read_only = TxnRequest { success: vec![RequestOp::Range(range_at("x", "", 0))], ..Default::default() };
+        let applied = t.apply(Command::Txn(read_only))?;
+        assert_eq!((applied.counters.revision, applied.events.len()), (3, 0));
+        Ok(())
+    }
+
+    #[test]
+    fn a_transaction_with_one_rejected_operation_changes_nothing() -> Test {
+        let mut t = TestDb::new()?;
+        let txn = TxnRequest {
+            success: vec![
+                put_op("p", "1"),
+                RequestOp::Put(PutRequest { key: "q".into(), value: "1".into(), lease: 99, ..Default::default() }),
+            ],
+            ..TxnRequest::default()
+        };
+        let applied = t.apply(Command::Txn(txn))?;
+        assert_eq!(applied.outcome, Outcome::Rejected(ApplyError::LeaseNotFound));
+        assert_eq!((applied.counters.revision, applied.events.len()), (1, 0));
+        assert!(t.get("p")?.is_none(), "the put before the rejected one was not applied");
+        Ok(())
+    }
+
+    #[test]
+    fn a_range_inside_a_transaction_reads_history_and_refuses_compacted_or_future_revisions() -> Test {
+        let mut t = TestDb::new()?;
+        t.put("h", "1")?;
+        t.put("h", "2")?;
+        t.put("h", "3")?;
+        let read = |rev| {
+            Command::Txn(TxnRequest { success: vec![RequestOp::Range(range_at("h", "", rev))], ..Default::default() })
+        };
+        match &txn_response(&t.apply(read(3))?).responses[0] {
+            ResponseOp::Range(RangeResponse { kvs, .. }) => assert_eq!(pairs(kvs), owned(&[("h", "2")])),
+            other => panic!("expected a range, got {other:?}"),
+        }
+        assert_eq!(t.apply(read(9))?.outcome, Outcome::Rejected(ApplyError::FutureRevision { current: 4 }));
+        t.apply(Command::Compact { revision: 3 })?;
+        assert_eq!(t.apply(read(2))?.outcome, Outcome::Rejected(ApplyError::Compacted { compact_revision: 3 }));
+        Ok(())
+    }
+
+    #[test]
+    fn keys_attached_to_a_lease_go_with_it_in_one_revision() -> Test {
+        let mut t = TestDb::new()?;
+        assert_eq!(t.apply(leased("k1", 7))?.outcome, Outcome::Rejected(ApplyError::LeaseNotFound));
+        let granted = t.apply(Command::LeaseGrant { id: 7, ttl: 60 })?;
+        assert_eq!(granted.outcome, Outcome::LeaseGrant { id: 7, ttl: 60 });
+        assert_eq!(granted.lease_change, Some(LeaseChange::Granted { id: 7, ttl: 60 }));
+        assert_eq!(granted.counters.revision, 1, "a grant writes no key");
+        assert_eq!(t.apply(Command::LeaseGrant { id: 7, ttl: 5 })?.outcome, Outcome::Rejected(ApplyError::LeaseExists));
+        assert_eq!(read::leases(&t.db)?, vec![(7, 60)]);
+
+        for key in ["k1", "k2", "k3"] {
+            t.apply(leased(key, 7))?;
+        }
+        t.put("k3", "unleased")?;
+        assert_eq!(read::lease_keys(&t.db, 7)?, vec![b"k1".to_vec(), b"k2".to_vec()], "k3 left the lease");
+
+        let revoked = t.apply(Command::LeaseRevoke { id: 7 })?;
+        assert_eq!(
+            (revoked.outcome.clone(), revoked.lease_change),
+            (Outcome::LeaseRevoke, Some(LeaseChange::Revoked { id: 7 }))
+        );
+        assert_eq!(revoked.counters.revision, 6);
+        let deleted: Vec<_> = revoked.events.iter().map(|e| (e.kind, e.kv.key.clone(), e.kv.mod_revision)).collect();
+        assert_eq!(deleted, [(EventType::Delete, b"k1".to_vec(), 6), (EventType::Delete, b"k2".to_vec(), 6)]);
+        assert!(t.get("k1")?.is_none() && t.get("k2")?.is_none() && t.get("k3")?.is_some());
+        assert!(read::leases(&t.db)?.is_empty() && read::lease_keys(&t.db, 7)?.is_empty());
+        assert_eq!(t.apply(Command::LeaseRevoke { id: 7 })?.outcome, Outcome::Rejected(ApplyError::LeaseNotFound));
+        Ok(())
+    }
+
+    #[test]
+    fn compaction_refuses_a_revision_at_or_below_the_last_one_or_in_the_future() -> Test {
+        let mut t = TestDb::new()?;
+        for v in ["1", "2", "3"] {
+            t.put("a", v)?;
+        }
+        let compact = |revision| Command::Compact { revision };
+        assert_eq!(t.apply(compact(5))?.outcome, Outcome::Rejected(ApplyError::FutureRevision { current: 4 }));
+        let done = t.apply(compact(3))?;
+        assert_eq!((done.outcome, done.counters), (Outcome::Compact, Counters { revision: 4, compacted: 3 }));
+        assert_eq!(read::counters(&t.db)?, Counters { revision: 4, compacted: 3 }, "written with the batch");
+        for again in [3, 2] {
+            assert_eq!(
+                t.apply(compact(again))?.outcome,
+                Outcome::Rejected(ApplyError::Compacted { compact_revision: 3 })
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_first_cluster_id_recorded_stays() -> Test {
+        let mut t = TestDb::new()?;
+        assert_eq!(read::cluster_id(&t.db)?, 0);
+        assert_eq!(t.apply(Command::SetClusterId { cluster_id: 5 })?.outcome, Outcome::Noop);
+        t.apply(Command::SetClusterId { cluster_id: 6 })?;
+        assert_eq!(read::cluster_id(&t.db)?, 5);
+        Ok(())
+    }
+
+    #[test]
+    fn only_commands_that_read_history_or_leases_must_apply_alone() {
+        let past_read = RequestOp::Range(range_at("a", "", 2));
+        let nested = TxnRequest {
+            success: vec![RequestOp::Txn(TxnRequest { failure: vec![past_read.clone()], ..Default::default() })],
+            ..Default::default()
+        };
+        assert!(!must_apply_alone(&put("a", "1")));
+        assert!(!must_apply_alone(&Command::Txn(TxnRequest {
+            success: vec![RequestOp::Range(range_at("a", "", 0))],
+            ..Default::default()
+        })));
+        assert!(must_apply_alone(&Command::Txn(nested)));
+        assert!(must_apply_alone(&Command::Compact { revision: 2 }));
+        assert!(must_apply_alone(&Command::LeaseGrant { id: 1, ttl: 5 }));
+        assert!(must_apply_alone(&Command::LeaseRevoke { id: 1 }));
     }
 }

@@ -5,6 +5,8 @@
 
 pub mod apply;
 pub mod read;
+#[cfg(test)]
+mod testing;
 
 pub use apply::Counters;
 pub use apply::LeaseChange;

@@ -424,3 +424,205 @@ pub fn lease_keys(db: &DB, id: i64) -> io::Result<Vec<Vec<u8>>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::testing::TestDb;
+    use crate::mvcc::testing::owned;
+    use crate::mvcc::testing::pairs;
+    use crate::mvcc::testing::put;
+    use crate::mvcc::testing::range_at;
+    use crate::types::Command;
+    use crate::types::PutRequest;
+    use crate::types::RequestOp;
+    use crate::types::TxnRequest;
+
+    type Test = io::Result<()>;
+
+    fn read_at(t: &TestDb, key: &str, end: &str, revision: i64) -> Result<Vec<(String, String)>, ReadError> {
+        range(&t.db, &range_at(key, end, revision)).map(|(resp, _)| pairs(&resp.kvs))
+    }
+
+    #[test]
+    fn a_range_at_a_past_revision_sees_the_keys_as_they_were_then() -> Result<(), ReadError> {
+        let mut t = TestDb::new()?;
+        t.put("a", "1")?; // 2
+        t.put("b", "1")?; // 3
+        t.put("a", "2")?; // 4
+        t.delete("b", "")?; // 5
+        t.put("b", "2")?; // 6
+        assert_eq!(read_at(&t, "a", "c", 2)?, owned(&[("a", "1")]));
+        assert_eq!(read_at(&t, "a", "c", 3)?, owned(&[("a", "1"), ("b", "1")]));
+        assert_eq!(read_at(&t, "a", "c", 4)?, owned(&[("a", "2"), ("b", "1")]));
+        assert_eq!(read_at(&t, "a", "c", 5)?, owned(&[("a", "2")]), "b is deleted at 5");
+        assert_eq!(read_at(&t, "b", "", 5)?, owned(&[]));
+        assert_eq!(read_at(&t, "a", "c", 0)?, owned(&[("a", "2"), ("b", "2")]));
+
+        tracing::info!("--- a past read carries that version's bookkeeping; the current read answers its revision");
+        let (past, current) = range(&t.db, &range_at("a", "", 4))?;
+        let kv = &past.kvs[0];
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.version, current), (2, 4, 2, 6));
+        let (now, _) = range(&t.db, &range_at("b", "", 0))?;
+        assert_eq!((now.kvs[0].create_revision, now.kvs[0].version), (6, 1), "a recreated key starts over");
+        assert!(matches!(
+            range(&t.db, &range_at("a", "", 7)),
+            Err(ReadError::FutureRevision { requested: 7, current: 6 })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn reads_below_the_compaction_point_fail_and_the_point_itself_stays_readable() -> Result<(), ReadError> {
+        let mut t = TestDb::new()?;
+        t.put("a", "1")?; // 2
+        t.put("a", "2")?; // 3
+        t.put("b", "1")?; // 4
+        t.delete("b", "")?; // 5
+        t.put("a", "3")?; // 6
+        t.apply(Command::Compact { revision: 5 })?;
+        let all = KeyRange::new(b"a", b"c");
+
+        assert!(matches!(read_at(&t, "a", "c", 4), Err(ReadError::Compacted { compact_revision: 5 })));
+        assert_eq!(read_at(&t, "a", "c", 5)?, owned(&[("a", "2")]));
+        assert_eq!(read_at(&t, "a", "c", 6)?, owned(&[("a", "3")]));
+        assert!(matches!(events_between(&t.db, &all, 4, 6, false, 100), Err(ReadError::Compacted { .. })));
+        assert!(matches!(hash_kv(&t.db, 4), Err(ReadError::Compacted { compact_revision: 5 })));
+        assert!(hash_kv(&t.db, 5).is_ok());
+        let (events, next) = events_between(&t.db, &all, 5, 6, false, 100)?;
+        let seen: Vec<_> = events.iter().map(|e| (e.kind, e.kv.key.clone(), e.kv.mod_revision)).collect();
+        assert_eq!(seen, [(EventType::Delete, b"b".to_vec(), 5), (EventType::Put, b"a".to_vec(), 6)]);
+        assert_eq!(next, 7);
+
+        tracing::info!("--- history below the point keeps only what was live at it");
+        assert_eq!(latest_index_entry(&t.db, b"a", 2)?, None, "a@2 was replaced by a@3 before 5");
+        assert_eq!(latest_index_entry(&t.db, b"a", 3)?, Some((Revision { main: 3, sub: 0 }, false)));
+        assert_eq!(latest_index_entry(&t.db, b"b", 4)?, None, "b was deleted at 5");
+        assert_eq!(latest_index_entry(&t.db, b"b", 5)?, Some((Revision { main: 5, sub: 0 }, true)));
+        Ok(())
+    }
+
+    #[test]
+    fn history_replays_in_revision_order_with_previous_values_and_never_splits_a_revision() -> Result<(), ReadError> {
+        let mut t = TestDb::new()?;
+        t.put("a", "1")?; // 2
+        let both = |v: &str| {
+            [("a", v), ("b", v)]
+                .map(|(k, v)| RequestOp::Put(PutRequest { key: k.into(), value: v.into(), ..Default::default() }))
+        };
+        t.apply(Command::Txn(TxnRequest { success: both("2").to_vec(), ..Default::default() }))?; // 3
+        t.delete("a", "")?; // 4
+        let all = KeyRange::new(b"a", b"c");
+
+        let (events, next) = events_between(&t.db, &all, 2, 4, true, 100)?;
+        assert_eq!(next, 5);
+        let seen: Vec<_> = events
+            .iter()
+            .map(|e| (e.kind, e.kv.key.clone(), e.kv.mod_revision, e.prev_kv.as_ref().map(|p| p.mod_revision)))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (EventType::Put, b"a".to_vec(), 2, None),
+                (EventType::Put, b"a".to_vec(), 3, Some(2)),
+                (EventType::Put, b"b".to_vec(), 3, None),
+                (EventType::Delete, b"a".to_vec(), 4, Some(3)),
+            ]
+        );
+        assert_eq!(events[3].prev_kv.as_ref().map(|p| p.value.clone()), Some(b"2".to_vec()));
+
+        tracing::info!("--- a limit of two events still returns revision 3 whole");
+        let (limited, next) = events_between(&t.db, &all, 2, 4, false, 2)?;
+        assert_eq!(limited.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(), [2, 3, 3]);
+        assert!(limited.iter().all(|e| e.prev_kv.is_none()));
+        assert_eq!(next, 4);
+
+        let (only_b, _) = events_between(&t.db, &KeyRange::new(b"b", b""), 2, 4, false, 100)?;
+        assert_eq!(only_b.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(), [3]);
+        Ok(())
+    }
+
+    #[test]
+    fn key_count_counts_keys_whose_newest_change_is_not_a_delete() -> Test {
+        let mut t = TestDb::new()?;
+        for k in ["a", "b", "c", "b\0"] {
+            t.put(k, "v")?;
+        }
+        t.delete("b", "")?;
+        assert_eq!(key_count(&t.db)?, 3);
+        t.put("b", "again")?;
+        t.delete("a", "")?;
+        t.delete("c", "")?;
+        assert_eq!(key_count(&t.db)?, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn hash_kv_is_a_function_of_history_up_to_its_revision() -> Result<(), ReadError> {
+        let (mut one, mut two) = (TestDb::new()?, TestDb::new()?);
+        for t in [&mut one, &mut two] {
+            t.put("a", "1")?;
+            t.apply(put("b", "1"))?;
+            t.delete("a", "")?;
+        }
+        let (h4, at) = hash_kv(&one.db, 4)?;
+        assert_eq!(at, Counters { revision: 4, compacted: 0 });
+        assert_eq!(hash_kv(&two.db, 0)?.0, h4, "the same history hashes the same");
+        two.put("c", "1")?;
+        assert_eq!(hash_kv(&two.db, 4)?.0, h4, "later writes do not change a past hash");
+        assert_ne!(hash_kv(&two.db, 0)?.0, h4);
+        assert!(matches!(hash_kv(&one.db, 5), Err(ReadError::FutureRevision { requested: 5, current: 4 })));
+        Ok(())
+    }
+
+    #[test]
+    fn a_range_answer_is_filtered_sorted_limited_and_counted_as_asked() {
+        let kv = |key: &str, value: &str, create_revision, mod_revision| KeyValue {
+            key: key.into(),
+            value: value.into(),
+            create_revision,
+            mod_revision,
+            version: 1,
+            lease: 0,
+        };
+        let kvs = || vec![kv("a", "3", 2, 6), kv("b", "1", 3, 3), kv("c", "2", 4, 5)].into_iter();
+        let keys = |resp: &RangeResponse| pairs(&resp.kvs).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        let req = |f: fn(&mut RangeRequest)| {
+            let mut r = range_at("a", "z", 0);
+            f(&mut r);
+            r
+        };
+
+        let limited = shape_range(&req(|r| r.limit = 2), kvs());
+        assert_eq!((keys(&limited), limited.more, limited.count), (vec!["a".to_string(), "b".into()], true, 3));
+        let by_value = shape_range(
+            &req(|r| {
+                r.sort_order = SortOrder::Descend;
+                r.sort_target = SortTarget::Value;
+                r.limit = 1;
+            }),
+            kvs(),
+        );
+        assert_eq!((keys(&by_value), by_value.more), (vec!["a".to_string()], true));
+        let by_mod = shape_range(
+            &req(|r| {
+                r.sort_order = SortOrder::Ascend;
+                r.sort_target = SortTarget::Mod;
+            }),
+            kvs(),
+        );
+        assert_eq!(keys(&by_mod), ["b", "c", "a"]);
+        let counted = shape_range(&req(|r| r.count_only = true), kvs());
+        assert_eq!((counted.kvs.len(), counted.count), (0, 3));
+        let bare = shape_range(&req(|r| r.keys_only = true), kvs());
+        assert!(bare.kvs.iter().all(|kv| kv.value.is_empty()));
+        let recent = shape_range(
+            &req(|r| {
+                r.min_mod_revision = 5;
+                r.max_create_revision = 3;
+            }),
+            kvs(),
+        );
+        assert_eq!((keys(&recent), recent.count), (vec!["a".to_string()], 1));
+    }
+}

@@ -7,6 +7,7 @@ mod log_store;
 pub mod mux;
 pub mod network;
 pub mod recover;
+mod runtime;
 mod server;
 mod snapshot;
 mod state_machine;
@@ -15,6 +16,7 @@ pub use forward::ForwardRequest;
 pub use forward::ForwardResponse;
 pub use log_store::LogStore;
 pub use network::PeerNetwork;
+pub use runtime::MemberRuntime;
 pub use server::PeerService;
 pub use snapshot::SnapshotDir;
 pub use state_machine::Shared;
@@ -31,6 +33,7 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = u64,
         Node = Member,
+        AsyncRuntime = MemberRuntime,
 );
 
 /// A Raft log entry.

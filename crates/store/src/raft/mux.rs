@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 use trireme_proto::peer::Envelope;
 
 use super::ForwardRequest;
@@ -53,17 +54,19 @@ fn lock(waiting: &Mutex<HashMap<u64, Waiter>>) -> std::sync::MutexGuard<'_, Hash
 }
 
 impl ForwardMux {
-    /// Hands `req` to `leader` and waits at most `timeout` for the answer.
+    /// Hands `req` to `leader` (member `leader_id`) and waits at most `timeout` for the answer.
     pub async fn call(
         &self,
         network: &PeerNetwork,
+        leader_id: u64,
         leader: &Member,
         req: &ForwardRequest,
         timeout: Duration,
         abandon: impl std::future::Future<Output = ()>,
     ) -> Result<ForwardResponse, PeerError> {
-        let stream = self.stream(network, leader).await?;
         let addr = leader.peer_urls.first().cloned().unwrap_or_default();
+        network.check_send(leader_id, &addr)?;
+        let stream = self.stream(network, leader).await?;
         let id = stream.next_id.fetch_add(1, Ordering::Relaxed);
         let payload = schema::encode(&(id, req))
             .map_err(|e| PeerError::BadReply { addr: addr.clone(), message: format!("encoding: {e}") })?;
@@ -82,7 +85,10 @@ impl ForwardMux {
             }
         };
         match answer {
-            Ok(Ok(answer)) => answer,
+            Ok(Ok(answer)) => {
+                network.check_reply(leader_id, &addr)?;
+                answer
+            }
             Ok(Err(_)) => Err(PeerError::Unreachable { addr, message: "the stream to the leader broke".into() }),
             Err(_) => {
                 lock(&stream.waiting).remove(&id);
@@ -116,7 +122,8 @@ impl ForwardMux {
             next_id: AtomicU64::new(0),
             alive: Arc::new(AtomicBool::new(true)),
         });
-        tokio::spawn(read_answers(addr.clone(), opened.into_inner(), stream.waiting.clone(), stream.alive.clone()));
+        let answers = read_answers(addr.clone(), opened.into_inner(), stream.waiting.clone(), stream.alive.clone());
+        tokio::spawn(answers.in_current_span());
         streams.insert(addr, stream.clone());
         Ok(stream)
     }

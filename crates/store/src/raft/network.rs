@@ -1,7 +1,9 @@
 //! The client side of the peer network: openraft's RPCs and forwarded requests over tonic.
 //!
 //! One HTTP/2 channel per peer address, shared by every client of that peer and reconnected by
-//! tonic when it breaks. Every unary call has a deadline; messages are bounded in size.
+//! tonic when it breaks. Every unary call has a deadline; messages are bounded in size. A member
+//! of an in-process test cluster also checks its [`Links`] before each message it sends and
+//! after each answer (see [`crate::links`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,6 +21,7 @@ use openraft::errors::RPCError;
 use openraft::errors::ReplicationClosed;
 use openraft::errors::StreamingError;
 use openraft::errors::Unreachable;
+use openraft::network::Backoff;
 use openraft::network::RPCOption;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
@@ -33,6 +36,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncReadExt;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
+use tracing::Instrument;
 use trireme_proto::peer::Envelope;
 use trireme_proto::peer::SnapshotChunk;
 use trireme_proto::peer::raft_peer_client::RaftPeerClient;
@@ -42,6 +46,7 @@ use super::ForwardResponse;
 use super::SnapshotDir;
 use super::TypeConfig;
 use super::Vote;
+use crate::links::Links;
 use crate::schema;
 use crate::types::Member;
 
@@ -88,13 +93,90 @@ pub struct PeerNetwork {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// Local address every connection to a peer is made from (`None`: the OS picks).
     source: Option<std::net::IpAddr>,
+    /// In-process tests only: this member's id and the links its messages must cross.
+    links: Option<(u64, Links)>,
+    /// openraft's configuration, whose backoff policy paces failed attempts to open a
+    /// replication stream (`None`: no pause, for one-off calls).
+    raft_config: Option<Arc<openraft::Config>>,
 }
 
 impl PeerNetwork {
     /// A network whose connections to peers come from `source` (multi-homed hosts, firewalls
     /// that allow peers by address, and the chaos suite's per-link fault proxies).
     pub fn with_source_address(source: Option<std::net::IpAddr>) -> Self {
-        PeerNetwork { channels: Arc::default(), source }
+        PeerNetwork { channels: Arc::default(), source, links: None, raft_config: None }
+    }
+
+    /// This network, pausing its replication streams after failed attempts to open them as
+    /// `raft_config`'s backoff policy says (see [`PeerClient`]).
+    pub fn with_backoff(self, raft_config: Arc<openraft::Config>) -> Self {
+        PeerNetwork { raft_config: Some(raft_config), ..self }
+    }
+
+    /// This network, for member `me`, sending only over the `links` that are up (see
+    /// [`crate::links`]).
+    pub fn with_links(self, me: u64, links: Links) -> Self {
+        PeerNetwork { links: Some((me, links)), ..self }
+    }
+
+    /// Fails, as never sent, a message to member `to` while the link there is cut.
+    pub fn check_send(&self, to: u64, addr: &str) -> Result<(), PeerError> {
+        match &self.links {
+            Some((me, links)) if !links.is_up(*me, to) => {
+                Err(PeerError::NotSent { addr: addr.to_string(), message: format!("the link {me} → {to} is cut") })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Fails an answer from member `to` while the link back from it is cut: the request was
+    /// handled there, but its outcome is lost.
+    pub fn check_reply(&self, to: u64, addr: &str) -> Result<(), PeerError> {
+        match &self.links {
+            Some((me, links)) if !links.is_up(to, *me) => Err(PeerError::Unreachable {
+                addr: addr.to_string(),
+                message: format!("answer lost: the link {to} → {me} is cut"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A stream of answers from member `to` that ends with an error as soon as the link to it is
+    /// cut or an answer is lost on the way back; the stream itself when there are no links.
+    fn guard_answers<'s, T, E>(
+        &self,
+        to: u64,
+        addr: String,
+        answers: BoxStream<'s, Result<T, E>>,
+    ) -> BoxStream<'s, Result<T, E>>
+    where
+        T: Send + 's,
+        E: From<PeerError> + Send + 's,
+    {
+        let Some((me, links)) = self.links.clone() else { return answers };
+        let network = self.clone();
+        let guarded = futures::stream::unfold(Some(answers), move |answers| {
+            let (network, links, addr) = (network.clone(), links.clone(), addr.clone());
+            async move {
+                let mut answers = answers?;
+                tokio::select! {
+                    () = links.wait_cut(me, to) => {
+                        let message = format!("the link {me} → {to} was cut");
+                        Some((Err(E::from(PeerError::Unreachable { addr, message })), None))
+                    }
+                    answer = answers.next() => match (answer?, network.check_reply(to, &addr)) {
+                        (answer, Ok(())) => Some((answer, Some(answers))),
+                        (_, Err(lost)) => Some((Err(E::from(lost)), None)),
+                    },
+                }
+            }
+        });
+        Box::pin(guarded)
+    }
+
+    /// Whether a message to member `to` would be sent now.
+    fn sends_to(&self, to: u64) -> bool {
+        self.links.as_ref().is_none_or(|(me, links)| links.is_up(*me, to))
     }
 
     /// A client for `member`'s first peer URL; the channel connects on first use.
@@ -201,7 +283,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> Self::Network {
-        PeerClient { target, member: node.clone(), network: self.clone() }
+        PeerClient { target, member: node.clone(), network: self.clone(), setup_backoff: Mutex::default() }
     }
 }
 
@@ -210,6 +292,11 @@ pub struct PeerClient {
     target: u64,
     member: Member,
     network: PeerNetwork,
+    /// Pauses after failed attempts to open a replication stream, reset by one that opens.
+    /// openraft backs off only between the appends of an open stream, so a peer that refuses
+    /// connections (stopped, or cut off) would otherwise be retried at once, thousands of times
+    /// a second, each with a warning (openraft#1051).
+    setup_backoff: Mutex<Option<Backoff>>,
 }
 
 impl PeerClient {
@@ -223,11 +310,13 @@ impl PeerClient {
     {
         let (addr, client) = self.network.client(&self.member)?;
         let envelope = encode_envelope(&addr, req)?;
+        self.network.check_send(self.target, &addr)?;
         let ttl = option.soft_ttl();
         let reply = tokio::time::timeout(ttl, call(client, envelope))
             .await
             .map_err(|_| PeerError::Unreachable { addr: addr.clone(), message: format!("no answer within {ttl:?}") })?
             .map_err(|s| status_error(&addr, &s))?;
+        self.network.check_reply(self.target, &addr)?;
         let result: Result<Resp, String> = decode_envelope(&addr, &reply.into_inner())?;
         result.map_err(|message| PeerError::Remote { addr, message })
     }
@@ -260,31 +349,57 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + openraft::OptionalSend + Unpin + 'static,
     {
         Box::pin(async move {
-            let (addr, mut client) = self.network.client(&self.member)?;
-            let encode_addr = addr.clone();
-            let requests = input.filter_map(move |req| {
-                let envelope = encode_envelope(&encode_addr, &req);
-                if let Err(e) = &envelope {
-                    tracing::error!(error = %e, "cannot encode an append request; ending the stream");
+            let opened = async {
+                let (addr, mut client) = self.network.client(&self.member)?;
+                self.network.check_send(self.target, &addr)?;
+                let encode_addr = addr.clone();
+                let (network, target) = (self.network.clone(), self.target);
+                let requests = input.take_while(move |_| futures::future::ready(network.sends_to(target))).filter_map(
+                    move |req| {
+                        let envelope = encode_envelope(&encode_addr, &req);
+                        if let Err(e) = &envelope {
+                            tracing::error!(error = %e, "cannot encode an append request; ending the stream");
+                        }
+                        futures::future::ready(envelope.ok())
+                    },
+                );
+                let setup = option.soft_ttl().max(STREAM_SETUP_TIMEOUT);
+                let responses = tokio::time::timeout(setup, client.stream_append(requests))
+                    .await
+                    .map_err(|_| PeerError::Unreachable {
+                        addr: addr.clone(),
+                        message: format!("stream not set up within {setup:?}"),
+                    })?
+                    .map_err(|s| status_error(&addr, &s))?
+                    .into_inner();
+                let decode_addr = addr.clone();
+                let results = responses.map(move |item| {
+                    let addr = &decode_addr;
+                    let envelope = item.map_err(|s| RPCError::from(status_error(addr, &s)))?;
+                    let result: Result<StreamAppendResult<TypeConfig>, String> =
+                        decode_envelope(addr, &envelope).map_err(RPCError::from)?;
+                    result.map_err(|message| RPCError::from(PeerError::Remote { addr: addr.clone(), message }))
+                });
+                let results: BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>> =
+                    Box::pin(results);
+                Ok::<_, RPCError<TypeConfig>>(self.network.guard_answers(self.target, addr, results))
+            }
+            .await;
+            let delay = {
+                let backoff = self.setup_backoff.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match (&opened, &self.network.raft_config) {
+                    (Ok(_), _) | (Err(_), None) => {
+                        *backoff = None;
+                        None
+                    }
+                    (Err(_), Some(config)) => backoff.get_or_insert_with(|| config.build_backoff()).next(),
                 }
-                futures::future::ready(envelope.ok())
-            });
-            let setup = option.soft_ttl().max(STREAM_SETUP_TIMEOUT);
-            let responses = tokio::time::timeout(setup, client.stream_append(requests))
-                .await
-                .map_err(|_| PeerError::Unreachable {
-                    addr: addr.clone(),
-                    message: format!("stream not set up within {setup:?}"),
-                })?
-                .map_err(|s| status_error(&addr, &s))?
-                .into_inner();
-            let results = responses.map(move |item| {
-                let envelope = item.map_err(|s| RPCError::from(status_error(&addr, &s)))?;
-                let result: Result<StreamAppendResult<TypeConfig>, String> =
-                    decode_envelope(&addr, &envelope).map_err(RPCError::from)?;
-                result.map_err(|message| RPCError::from(PeerError::Remote { addr: addr.clone(), message }))
-            });
-            Ok(Box::pin(results) as BoxStream<'s, _>)
+            };
+            if let Some(delay) = delay {
+                tracing::debug!(target = self.target, ?delay, "replication stream not opened; pausing");
+                tokio::time::sleep(delay).await;
+            }
+            opened
         })
     }
 
@@ -320,6 +435,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let (addr, mut client) = self.network.client(&self.member)?;
+        self.network.check_send(self.target, &addr)?;
         tracing::info!(target = self.target, snapshot = ?snapshot.meta.last_log_id, "sending snapshot");
         let dir = snapshot.snapshot.clone();
         let files = dir
@@ -328,12 +444,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let header = SnapshotHeader { vote, meta: snapshot.meta.clone(), files: files.clone() };
         let header = encode_envelope(&addr, &header)?.payload;
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
-        let producer = tokio::spawn(stream_snapshot_files(dir, files, header, tx));
+        let producer = tokio::spawn(stream_snapshot_files(dir, files, header, tx).in_current_span());
         let send = async {
             let reply = client
                 .install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .await
                 .map_err(|s| status_error(&addr, &s))?;
+            self.network.check_reply(self.target, &addr)?;
             let result: Result<SnapshotResponse<TypeConfig>, String> = decode_envelope(&addr, &reply.into_inner())?;
             result.map_err(|message| PeerError::Remote { addr: addr.clone(), message })
         };

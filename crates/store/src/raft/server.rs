@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tonic::Request;
 use tonic::Status;
 use tonic::Streaming;
+use tracing::Instrument;
 use trireme_proto::peer::Envelope;
 use trireme_proto::peer::SnapshotChunk;
 use trireme_proto::peer::raft_peer_server::RaftPeer;
@@ -314,7 +315,7 @@ impl RaftPeer for PeerService {
         let mut incoming = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let service = self.clone();
-        tokio::spawn(async move {
+        let serve = async move {
             while let Ok(Some(envelope)) = incoming.message().await {
                 let (id, forwarded): (u64, ForwardRequest) = match request(&envelope) {
                     Ok(decoded) => decoded,
@@ -325,15 +326,17 @@ impl RaftPeer for PeerService {
                 };
                 let (service, tx) = (service.clone(), tx.clone());
                 // Each request runs on its own: a slow one does not hold up the others.
-                tokio::spawn(async move {
+                let answer = async move {
                     let answer: (u64, Result<ForwardResponse, String>) = (id, Ok(service.lead(forwarded).await));
                     let envelope = crate::schema::encode(&answer)
                         .map(|payload| Envelope { payload: payload.into() })
                         .map_err(|e| Status::internal(format!("encoding answer: {e}")));
                     let _ = tx.send(envelope).await;
-                });
+                };
+                tokio::spawn(answer.in_current_span());
             }
-        });
+        };
+        tokio::spawn(serve.in_current_span());
         Ok(tonic::Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 

@@ -36,12 +36,11 @@ use crate::mvcc::LeaseChange;
 use crate::mvcc::apply::Pending;
 use crate::mvcc::apply::apply_command;
 use crate::mvcc::apply::must_apply_alone;
+use crate::mvcc::apply::put_counters;
 use crate::mvcc::read;
 use crate::schema::CF_SM_META;
 use crate::schema::SM_APPLIED;
-use crate::schema::SM_COMPACTED;
 use crate::schema::SM_MEMBERSHIP;
-use crate::schema::SM_REVISION;
 use crate::state::StateDb;
 use crate::types::ApplyError;
 use crate::types::Command;
@@ -154,8 +153,7 @@ impl Batch {
         let meta = db::cf(db, CF_SM_META)?;
         let mut batch = std::mem::take(&mut self.batch);
         batch.put_cf(meta, SM_APPLIED, db::encode(&Some(last))?);
-        batch.put_cf(meta, SM_REVISION, counters.revision.to_be_bytes());
-        batch.put_cf(meta, SM_COMPACTED, counters.compacted.to_be_bytes());
+        put_counters(db, &mut batch, counters)?;
         if std::mem::take(&mut self.membership_changed) {
             batch.put_cf(meta, SM_MEMBERSHIP, db::encode(membership)?);
         }

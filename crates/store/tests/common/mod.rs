@@ -1,4 +1,5 @@
-//! In-process clusters for tests: real RocksDB in temp dirs, real gRPC on loopback.
+//! In-process clusters for tests: real RocksDB in temp dirs, real gRPC on loopback, peer links
+//! that a test can cut (`cluster.links`), and each member's logs in its `member{name=mN}` span.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -13,8 +14,10 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use trireme_store::Store;
 use trireme_store::StoreConfig;
+use trireme_store::links::Links;
 use trireme_store::types::Command;
 use trireme_store::types::Member;
 use trireme_store::types::PutRequest;
@@ -24,11 +27,13 @@ use trireme_store::types::Request;
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Installs a log subscriber once (RUST_LOG controls it).
+/// Installs a log subscriber once (RUST_LOG controls it; by default the store's info and the
+/// tests' own phases).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,trireme_store=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,trireme_store=info,cluster=info,kv=info,partition=info".into()),
         )
         .with_test_writer()
         .try_init();
@@ -53,6 +58,11 @@ impl TestMember {
 pub struct TestCluster {
     pub members: BTreeMap<u64, TestMember>,
     pub config: StoreConfig,
+    /// The peer links between members, all up until a test cuts them.
+    pub links: Links,
+    /// `cluster{test}`: the members' spans are inside it, so that clusters of tests running at
+    /// once in one process can be told apart too.
+    span: tracing::Span,
     _tmp: TempDir,
 }
 
@@ -66,7 +76,10 @@ impl TestCluster {
     pub async fn start_with(n: u64, config: StoreConfig) -> Result<TestCluster> {
         init_tracing();
         let tmp = TempDir::new()?;
-        let mut cluster = TestCluster { members: BTreeMap::new(), config, _tmp: tmp };
+        // libtest names each test's thread after the test.
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        let span = tracing::info_span!(parent: None, "cluster", %test);
+        let mut cluster = TestCluster { members: BTreeMap::new(), config, links: Links::new(), span, _tmp: tmp };
         for id in 1..=n {
             cluster.add_member_process(id).await?;
         }
@@ -90,11 +103,16 @@ impl TestCluster {
     }
 
     async fn run(&self, member: &mut TestMember, listener: TcpListener) -> Result<()> {
-        let config = StoreConfig { id: member.id, data_dir: member.dir.clone(), ..self.config.clone() };
+        let config = StoreConfig {
+            id: member.id,
+            name: format!("m{}", member.id),
+            data_dir: member.dir.clone(),
+            ..self.config.clone()
+        };
         // A just-stopped member's last tasks may still hold its RocksDB lock for a moment.
         let mut attempt = 0;
         let store = loop {
-            match Store::open(config.clone()).await {
+            match Store::open_linked(config.clone(), self.links.clone()).instrument(self.span.clone()).await {
                 Ok(store) => break store,
                 Err(e) if attempt < 50 && e.to_string().contains("lock") => {
                     attempt += 1;
@@ -165,19 +183,24 @@ impl TestCluster {
 
     /// Waits until the running members agree on a running leader and returns it.
     pub async fn wait_leader(&self) -> Result<u64> {
+        self.wait_leader_of(&self.running()).await
+    }
+
+    /// Waits until members `ids` agree on a leader among themselves (the others may think
+    /// otherwise: a partition's other side) and returns it.
+    pub async fn wait_leader_of(&self, ids: &[u64]) -> Result<u64> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let running = self.running();
-            let views: Vec<Option<u64>> = running.iter().map(|id| self.store(*id).leader()).collect();
+            let views: Vec<Option<u64>> = ids.iter().map(|id| self.store(*id).leader()).collect();
             if let Some(Some(leader)) = views.first()
-                && running.contains(leader)
+                && ids.contains(leader)
                 && views.iter().all(|v| *v == Some(*leader))
                 && self.store(*leader).leadership().borrow().is_some()
             {
                 return Ok(*leader);
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("no agreed leader within {WAIT:?}: views {views:?}");
+                bail!("no agreed leader among {ids:?} within {WAIT:?}: views {views:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -194,6 +217,42 @@ impl TestCluster {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
+    }
+
+    /// Waits until every running member has applied the same revision (at least `rev`) and
+    /// checks that they hold the same data: the same key-space hash, the same keys and values.
+    /// Returns the revision.
+    pub async fn wait_converged(&self, rev: i64) -> Result<i64> {
+        self.wait_revision(rev).await?;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let revs: Vec<i64> = self.running().iter().map(|id| self.store(*id).revision()).collect();
+            if revs.windows(2).all(|w| w[0] == w[1]) {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("members stayed at different revisions: {revs:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let everything =
+            RangeRequest { key: vec![0], range_end: vec![0], serializable: true, ..RangeRequest::default() };
+        let mut states = Vec::new();
+        for id in self.running() {
+            let store = self.store(id);
+            let (hash, at, _) = store.hash_kv(0).await?;
+            let (kvs, _) = store.range(everything.clone()).await?;
+            states.push((id, at, hash, kvs));
+        }
+        for (id, at, hash, kvs) in &states[1..] {
+            let (first, first_at, first_hash, first_kvs) = &states[0];
+            anyhow::ensure!(
+                at == first_at && hash == first_hash,
+                "member {id} at {at} hash {hash:x}, member {first} at {first_at} hash {first_hash:x}"
+            );
+            anyhow::ensure!(kvs == first_kvs, "member {id} holds other data than member {first}");
+        }
+        Ok(states[0].1)
     }
 }
 
