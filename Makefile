@@ -6,10 +6,11 @@ export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 # libclang-dev: bindgen for RocksDB's bindings. etcd-client: etcdctl for end-to-end tests.
 # busybox-static: the static busybox the Docker runtime's tests put in a locally built image.
-APT_PACKAGES := libclang-dev etcd-client busybox-static
+# systemd: systemd-analyze, which checks the units in deploy/systemd.
+APT_PACKAGES := libclang-dev etcd-client busybox-static systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build test verify fix run bench doc chaos chaos-long
+.PHONY: deps build test verify fix run bench doc chaos chaos-long image
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -48,6 +49,12 @@ bench: deps
 	@dpkg -s etcd-server >/dev/null 2>&1 || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q etcd-server; }
 	$(CARGO) build --release -p trireme -p trireme-bench
 	$(CARGO_TARGET_DIR)/release/trireme-bench $(BENCH_ARGS)
+
+# The container image trireme:dev, built locally from the release binary with no registry
+# (deploy/image/build.sh; deploy/compose runs it). Same build as `make bench`.
+image: deps
+	$(CARGO) build --release -p trireme -p trireme-bench
+	deploy/image/build.sh $(CARGO_TARGET_DIR)/release/trireme trireme:dev
 
 # The chaos suite (chaos/, docs/chaos.md): real masters and nodes under kills, pauses and
 # partitions, the histories checked afterwards. SEED empty: a random one, printed first.

@@ -50,7 +50,7 @@ pub async fn run(bin: &std::path::PathBuf, kills: usize) -> Result<()> {
     let api = Balancer::bind("kubernetes", any, backends(&cluster.api_urls)?, Check::readyz(&ca)?, Options::default())
         .await?;
     let etcd =
-        Balancer::bind("etcd", any, backends(&cluster.endpoints)?, Check::EtcdStatus, Options::default()).await?;
+        Balancer::bind("etcd", any, backends(&cluster.endpoints)?, Check::EtcdStatus(None), Options::default()).await?;
     let (api_addr, etcd_addr) = (api.local_addr(), etcd.local_addr());
     let stop = CancellationToken::new();
     tokio::spawn(api.run(stop.clone()));

@@ -70,6 +70,22 @@ fn render(ca: &str, token: &str, servers: &[(String, String)]) -> String {
     serde_yaml_ng::to_string(&config).unwrap_or_default()
 }
 
+/// A kubeconfig for `user` authenticating with a client certificate (a node's own identity),
+/// for the cluster whose CA is `ca_pem` at `server`.
+pub fn with_client_certificate(ca_pem: &str, server: &str, user: &str, cert_pem: &str, key_pem: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "clusters": [{"name": "cluster", "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
+        "contexts": [{"name": "default", "context": {"cluster": "cluster", "user": user}}],
+        "current-context": "default",
+        "users": [{"name": user, "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}}],
+    });
+    serde_yaml_ng::to_string(&config).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 //! through `trireme_registry`; this crate holds HTTP, TLS and authentication only.
 
 pub mod discovery;
+pub mod join;
 pub mod kubeconfig;
 pub mod nodeproxy;
 pub mod openapi;
@@ -61,6 +62,9 @@ pub struct ApiConfig {
     pub hosts: Vec<String>,
     /// Service address ranges.
     pub registry: RegistryConfig,
+    /// This master's etcd CA, recorded with the cluster's credentials so that any master can
+    /// issue a joining master's certificates (see [`join`]).
+    pub etcd_ca: Option<pki::CaPair>,
 }
 
 /// State shared by every request.
@@ -89,7 +93,7 @@ impl ApiServer {
     /// creates) the cluster credentials, issues this master's serving certificate and makes
     /// sure the system namespaces exist.
     pub async fn new(store: Store, config: ApiConfig, shutdown: CancellationToken) -> Result<ApiServer, pki::PkiError> {
-        let credentials = ClusterCredentials::ensure(&store).await?;
+        let credentials = ClusterCredentials::ensure(&store, config.etcd_ca.as_ref()).await?;
         let tls = credentials.server_config(&config.hosts)?;
         let registry = Registry::new(store, config.registry);
         if let Err(e) = registry.bootstrap().await {
@@ -169,6 +173,16 @@ impl ApiServer {
                     }
                     Err(_) => return,
                 };
+                let identity = ClientIdentity::of(tls.get_ref().1);
+                let app = tower::ServiceExt::map_request(
+                    app,
+                    move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                        if let Some(identity) = &identity {
+                            request.extensions_mut().insert(identity.clone());
+                        }
+                        request
+                    },
+                );
                 let service = TowerToHyperService::new(app);
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
@@ -191,6 +205,8 @@ fn router(state: Arc<ApiState>) -> Router {
         .route("/livez", get(|| async { "ok" }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route(join::CACERTS_PATH, get(join::cacerts))
+        .route(join::JOIN_PATH, axum::routing::post(join::join))
         .route("/api", get(|headers: HeaderMap| async move { discovery_root(&headers, true) }))
         .route("/apis", get(|headers: HeaderMap| async move { discovery_root(&headers, false) }))
         .route("/api/{*rest}", any(api_rest))
@@ -203,10 +219,36 @@ fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Requests need the admin bearer token, except the health and version endpoints.
+/// Who a client certificate signed by the cluster CA says its holder is: the subject's common
+/// name is the user, its organizations the groups (Kubernetes' x509 authenticator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+impl ClientIdentity {
+    /// The identity in the client certificate of `connection`, if it presented one (rustls
+    /// verified it against the cluster CA during the handshake).
+    fn of(connection: &rustls::ServerConnection) -> Option<ClientIdentity> {
+        let cert = connection.peer_certificates()?.first()?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+        let text = |a: &x509_parser::x509::AttributeTypeAndValue<'_>| a.as_str().ok().map(str::to_string);
+        let user = parsed.subject().iter_common_name().next().and_then(text)?;
+        let groups = parsed.subject().iter_organization().filter_map(text).collect();
+        Some(ClientIdentity { user, groups })
+    }
+}
+
+/// Requests need a client certificate of the cluster CA, the admin bearer token or a current
+/// service-account token, except the health, version and join endpoints.
 async fn authenticate(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
-    let open = matches!(request.uri().path(), "/livez" | "/readyz" | "/healthz" | "/version" | "/version/");
-    if open {
+    // Joining hosts bring a join token instead (checked by `join`).
+    let open = matches!(
+        request.uri().path(),
+        "/livez" | "/readyz" | "/healthz" | "/version" | "/version/" | join::CACERTS_PATH | join::JOIN_PATH
+    );
+    if open || request.extensions().get::<ClientIdentity>().is_some() {
         return next.run(request).await;
     }
     let token = request

@@ -12,6 +12,7 @@ use rcgen::IsCa;
 use rcgen::Issuer;
 use rcgen::KeyPair;
 use rcgen::KeyUsagePurpose;
+use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde::Serialize;
 use trireme_store::Store;
@@ -43,6 +44,8 @@ pub enum PkiError {
     Corrupt(#[from] serde_json::Error),
     #[error("service-account token key: {0}")]
     Tokens(String),
+    #[error("the cluster CA: {0}")]
+    Ca(String),
 }
 
 /// The cluster's shared credentials.
@@ -56,6 +59,23 @@ pub struct ClusterCredentials {
     pub admin_token: String,
     /// The key service-account tokens are signed with, PEM (PKCS#8, ECDSA P-256).
     pub service_account_key_pem: String,
+    /// The CA of peer and etcd-client traffic and its key, PEM, when the masters use mutual TLS
+    /// there: any master can then issue a joining master's certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_ca: Option<CaPair>,
+}
+
+/// A CA certificate and its private key, PEM.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaPair {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CaPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CaPair { .. }")
+    }
 }
 
 impl std::fmt::Debug for ClusterCredentials {
@@ -85,14 +105,59 @@ impl ClusterCredentials {
             ca_key_pem: ca_key.serialize_pem(),
             admin_token: hex_token(&token),
             service_account_key_pem: sa_key.serialize_pem(),
+            etcd_ca: None,
         })
     }
 
     /// The credentials of the cluster `store` belongs to, creating them if this is the first
     /// master to ask. Every master racing here ends up with the same credentials: the create
-    /// is a transaction that only succeeds while the key is absent.
-    pub async fn ensure(store: &Store) -> Result<ClusterCredentials, PkiError> {
-        let fresh = ClusterCredentials::generate()?;
+    /// is a transaction that only succeeds while the key is absent. `etcd_ca`, this master's
+    /// etcd CA if it has one, is recorded with them if they hold none yet.
+    pub async fn ensure(store: &Store, etcd_ca: Option<&CaPair>) -> Result<ClusterCredentials, PkiError> {
+        let credentials = Self::ensure_created(store, etcd_ca).await?;
+        match (etcd_ca, &credentials.etcd_ca) {
+            (Some(mine), None) => Self::record_etcd_ca(store, mine).await,
+            _ => Ok(credentials),
+        }
+    }
+
+    /// Adds `etcd_ca` to stored credentials that have none (a cluster that turned on TLS).
+    async fn record_etcd_ca(store: &Store, etcd_ca: &CaPair) -> Result<ClusterCredentials, PkiError> {
+        let (read, _) =
+            store.range(RangeRequest { key: CREDENTIALS_KEY.as_bytes().to_vec(), ..Default::default() }).await?;
+        let kv = read.kvs.first().ok_or(PkiError::Store(trireme_store::StoreError::KeyNotFound))?;
+        let mut credentials: ClusterCredentials = serde_json::from_slice(&kv.value)?;
+        if credentials.etcd_ca.is_some() {
+            return Ok(credentials);
+        }
+        credentials.etcd_ca = Some(etcd_ca.clone());
+        let txn = TxnRequest {
+            compare: vec![Compare {
+                op: CompareOp::Equal,
+                target: CompareTarget::Mod(kv.mod_revision),
+                key: CREDENTIALS_KEY.as_bytes().to_vec(),
+                range_end: vec![],
+            }],
+            success: vec![RequestOp::Put(PutRequest {
+                key: CREDENTIALS_KEY.as_bytes().to_vec(),
+                value: serde_json::to_vec(&credentials)?,
+                ..Default::default()
+            })],
+            failure: vec![],
+        };
+        store.write(Request::new(Command::Txn(txn))).await?;
+        // Won or lost the race, what is stored now is the answer.
+        let (read, _) =
+            store.range(RangeRequest { key: CREDENTIALS_KEY.as_bytes().to_vec(), ..Default::default() }).await?;
+        match read.kvs.first() {
+            Some(kv) => Ok(serde_json::from_slice(&kv.value)?),
+            None => Err(PkiError::Store(trireme_store::StoreError::KeyNotFound)),
+        }
+    }
+
+    async fn ensure_created(store: &Store, etcd_ca: Option<&CaPair>) -> Result<ClusterCredentials, PkiError> {
+        let mut fresh = ClusterCredentials::generate()?;
+        fresh.etcd_ca = etcd_ca.cloned();
         let txn = TxnRequest {
             compare: vec![Compare {
                 op: CompareOp::Equal,
@@ -142,9 +207,19 @@ impl ClusterCredentials {
         let cert = leaf.signed_by(&key, &issuer)?;
         let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // Client certificates signed by the cluster CA authenticate their subject (a node's
+        // `system:node:<name>`); clients without one authenticate with a bearer token.
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in rustls::pki_types::CertificateDer::pem_slice_iter(self.ca_cert_pem.as_bytes()) {
+            roots.add(ca.map_err(|e| PkiError::Ca(e.to_string()))?)?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| PkiError::Ca(format!("client certificate verification: {e}")))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
+            .with_client_cert_verifier(verifier)
             .with_single_cert(vec![cert.der().clone()], key_der)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))

@@ -19,7 +19,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncRead;
 use tokio::io::AsyncWrite;
 use tokio::io::ReadBuf;
-use tokio::net::TcpStream;
+use trireme_tls::serve::Conn;
 
 const PREFACE_LEN: usize = 24;
 const FRAME_HEADER_LEN: usize = 9;
@@ -42,7 +42,7 @@ struct Pending {
 
 /// A client connection whose request header blocks get a well-formed `:authority`.
 pub struct AuthorityFix {
-    inner: TcpStream,
+    inner: Conn,
     input: BytesMut,
     output: BytesMut,
     preface_left: usize,
@@ -60,7 +60,7 @@ pub struct AuthorityFix {
 
 impl AuthorityFix {
     /// Wraps an accepted connection.
-    pub fn new(inner: TcpStream) -> Self {
+    pub fn new(inner: Conn) -> Self {
         AuthorityFix {
             inner,
             input: BytesMut::with_capacity(32 * 1024),

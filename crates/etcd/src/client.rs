@@ -1,5 +1,6 @@
 //! A minimal client of this API for Trireme's own tools (readiness checks, operator commands).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::Endpoint;
@@ -23,13 +24,17 @@ pub enum ClientError {
     },
 }
 
-/// `Maintenance.Status` of the member at `url`, with a 2 s deadline.
-pub async fn status(url: &str) -> Result<pb::StatusResponse, ClientError> {
+/// `Maintenance.Status` of the member at `url`, with a 2 s deadline; `tls` dials an
+/// `https://` URL (the CA to trust and a client certificate).
+pub async fn status(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<pb::StatusResponse, ClientError> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|source| ClientError::Connect { url: url.to_string(), source })?
-        .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(2));
-    let channel = endpoint.connect().await.map_err(|source| ClientError::Connect { url: url.to_string(), source })?;
+    let connector = trireme_tls::connect::Connector::new(tls).connect_timeout(Duration::from_secs(2));
+    let channel = endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|source| ClientError::Connect { url: url.to_string(), source })?;
     let reply = MaintenanceClient::new(channel)
         .status(pb::StatusRequest {})
         .await

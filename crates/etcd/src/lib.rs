@@ -123,28 +123,16 @@ impl EtcdServer {
             )
     }
 
-    /// Serves on `listener` until `shutdown` is cancelled.
+    /// Serves on `listener` until `shutdown` is cancelled; over TLS with `tls` (which may
+    /// require a client certificate: etcd's `--client-cert-auth`).
     pub async fn serve(
         self,
         listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: CancellationToken,
     ) -> Result<(), tonic::transport::Error> {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener)
-            .map(|conn| conn.map(|tcp| authority::AuthorityFix::new(tcp.tap_nodelay())));
+        let incoming =
+            trireme_tls::serve::incoming(listener, tls, "client").map(|conn| conn.map(authority::AuthorityFix::new));
         self.router().serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
-    }
-}
-
-/// Sets TCP_NODELAY on an accepted connection (requests are small and latency-bound).
-trait NoDelay {
-    fn tap_nodelay(self) -> Self;
-}
-
-impl NoDelay for tokio::net::TcpStream {
-    fn tap_nodelay(self) -> Self {
-        if let Err(e) = self.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-        self
     }
 }

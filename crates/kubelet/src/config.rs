@@ -54,6 +54,9 @@ pub struct KubeletConfig {
     pub status_interval: Duration,
     /// The cluster CA (PEM), written next to service-account tokens as `ca.crt`.
     pub ca_pem: Option<String>,
+    /// The kubelet endpoint's certificate and key files (`--tls-cert-file`,
+    /// `--tls-private-key-file`); `None`: a self-signed one.
+    pub serving_certificate: Option<(PathBuf, PathBuf)>,
     /// Stop every container when the kubelet stops (`--stop-pods-on-exit`).
     pub stop_pods_on_exit: bool,
     /// "version" of the runtime for `nodeInfo.containerRuntimeVersion`, e.g. "process://0.1.0".
@@ -73,6 +76,7 @@ impl Default for KubeletConfig {
             lease_renew_interval: Duration::from_secs(2),
             status_interval: Duration::from_secs(10),
             ca_pem: None,
+            serving_certificate: None,
             stop_pods_on_exit: false,
             runtime_version: String::new(),
         }

@@ -75,7 +75,11 @@ impl Kubelet {
         let index: pods::PodIndex = Default::default();
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(ca) = &config.ca_pem {
-            let tls = server::tls_config(ca, vec![config.node_ip.to_string(), config.node_name.clone()])?;
+            let tls = server::tls_config(
+                ca,
+                vec![config.node_ip.to_string(), config.node_name.clone()],
+                config.serving_certificate.as_ref(),
+            )?;
             tasks.spawn(server::serve(listener, tls, runtime.clone(), index.clone(), shutdown.clone()));
         } else {
             tracing::warn!("no cluster CA in the kubeconfig: `kubectl logs` is not served");

@@ -62,11 +62,19 @@ pub enum TlsError {
     /// rustls refused the configuration (protocol versions, the certificate and its key).
     #[error("cannot configure TLS: {0}")]
     Config(#[source] rustls::Error),
+    /// The serving certificate files (`--tls-cert-file`, `--tls-private-key-file`) are unusable.
+    #[error("the kubelet's serving certificate: {0}")]
+    ServingFiles(#[source] trireme_tls::TlsError),
 }
 
-/// TLS for the kubelet endpoint: a self-signed certificate for `hosts`, client certificates
-/// required and checked against `ca_pem`.
-pub fn tls_config(ca_pem: &str, hosts: Vec<String>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// TLS for the kubelet endpoint: the certificate in `serving` (files, read again when renewed:
+/// the one a node gets when it joins) or else a self-signed one for `hosts`; client
+/// certificates required and checked against `ca_pem`.
+pub fn tls_config(
+    ca_pem: &str,
+    hosts: Vec<String>,
+    serving: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
         roots.add(cert.map_err(TlsError::CaPem)?).map_err(TlsError::CaCertificate)?;
@@ -75,6 +83,15 @@ pub fn tls_config(ca_pem: &str, hosts: Vec<String>) -> Result<Arc<rustls::Server
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(TlsError::ClientVerifier)?;
+    if let Some((cert, key)) = serving {
+        let resolver = trireme_tls::reload::ReloadingCert::new(cert, key).map_err(TlsError::ServingFiles)?;
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Config)?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(resolver));
+        return Ok(Arc::new(config));
+    }
     let serving = |source| TlsError::ServingCertificate { hosts: hosts.clone(), source };
     let key = rcgen::KeyPair::generate().map_err(serving)?;
     let cert =

@@ -24,8 +24,9 @@ pub enum Check {
     /// API: it answers 503 while its store has no quorum).
     Readyz(Arc<rustls::ClientConfig>),
     /// The etcd API's `Maintenance.Status` answers and names a leader (a member cut off from its
-    /// quorum names none).
-    EtcdStatus,
+    /// quorum names none); over TLS with this configuration (the etcd CA and a client
+    /// certificate), else plain.
+    EtcdStatus(Option<Arc<rustls::ClientConfig>>),
 }
 
 impl std::fmt::Debug for Check {
@@ -33,7 +34,7 @@ impl std::fmt::Debug for Check {
         f.write_str(match self {
             Check::Tcp => "Tcp",
             Check::Readyz(_) => "Readyz",
-            Check::EtcdStatus => "EtcdStatus",
+            Check::EtcdStatus(_) => "EtcdStatus",
         })
     }
 }
@@ -98,7 +99,7 @@ impl Check {
         match self {
             Check::Tcp => TcpStream::connect(addr).await.map(drop).map_err(CheckError::Connect),
             Check::Readyz(config) => readyz(config, addr).await,
-            Check::EtcdStatus => etcd_status(addr).await,
+            Check::EtcdStatus(tls) => etcd_status(addr, tls.clone()).await,
         }
     }
 }
@@ -132,11 +133,14 @@ async fn readyz(config: &Arc<rustls::ClientConfig>, addr: SocketAddr) -> Result<
     answer
 }
 
-async fn etcd_status(addr: SocketAddr) -> Result<(), CheckError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| CheckError::Etcd(e.to_string()))?
-        .tcp_nodelay(true);
-    let channel = endpoint.connect().await.map_err(|e| CheckError::Etcd(e.to_string()))?;
+async fn etcd_status(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>) -> Result<(), CheckError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|e| CheckError::Etcd(e.to_string()))?;
+    let channel = endpoint
+        .connect_with_connector(trireme_tls::connect::Connector::new(tls))
+        .await
+        .map_err(|e| CheckError::Etcd(e.to_string()))?;
     let status = MaintenanceClient::new(channel)
         .status(StatusRequest {})
         .await

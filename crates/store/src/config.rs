@@ -39,6 +39,8 @@ pub struct StoreConfig {
     pub max_txn_ops: usize,
     /// Connections to peers are made from this local address (`None`: the OS picks).
     pub peer_source_address: Option<std::net::IpAddr>,
+    /// TLS to dial `https://` peers with, presenting this member's peer certificate.
+    pub peer_client_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for StoreConfig {
@@ -59,6 +61,7 @@ impl Default for StoreConfig {
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
             peer_source_address: None,
+            peer_client_tls: None,
         }
     }
 }

@@ -37,7 +37,7 @@ async fn check_removal(store: Store, shutdown: CancellationToken) -> bool {
             members.iter().filter(|m| m.id != store.id()).filter_map(|m| m.member.peer_urls.first().cloned()).collect();
         for peer in peers {
             let Ok(found) =
-                Store::discover(&peer, REMOVAL_CHECK_INTERVAL).await
+                Store::discover(&peer, store.config().peer_client_tls.clone(), REMOVAL_CHECK_INTERVAL).await
             else {
                 continue;
             };

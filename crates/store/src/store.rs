@@ -178,7 +178,9 @@ impl Store {
         .validate()
         .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
         let raft_config = Arc::new(raft_config);
-        let network = PeerNetwork::with_source_address(config.peer_source_address).with_backoff(raft_config.clone());
+        let network = PeerNetwork::with_source_address(config.peer_source_address)
+            .with_tls(config.peer_client_tls.clone())
+            .with_backoff(raft_config.clone());
         let network = match links {
             Some(links) => network.with_links(config.id, links),
             None => network,
@@ -273,22 +275,17 @@ impl Store {
         self.inner.service.clone().into_server()
     }
 
-    /// Serves the peer protocol on `listener` until `shutdown` resolves. Accepted connections get
-    /// TCP_NODELAY: Raft messages are small, and Nagle's algorithm against delayed ACKs would add
-    /// 40 ms to a heartbeat.
+    /// Serves the peer protocol on `listener` until `shutdown` resolves, over TLS with `tls`
+    /// (`--peer-cert-file` and friends; it may require a peer certificate). Accepted
+    /// connections get TCP_NODELAY: Raft messages are small, and Nagle's algorithm against
+    /// delayed ACKs would add 40 ms to a heartbeat.
     pub async fn serve_peers(
         &self,
         listener: tokio::net::TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
-        use tokio_stream::StreamExt;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-            conn.inspect(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not set TCP_NODELAY on a peer connection");
-                }
-            })
-        });
+        let incoming = trireme_tls::serve::incoming(listener, tls, "peer");
         let span = self.inner.span.clone();
         tonic::transport::Server::builder()
             .trace_fn(move |_| span.clone())
@@ -329,10 +326,14 @@ impl Store {
     }
 
     /// Asks the member at `peer_url` for the cluster id and membership (how a joining member
-    /// learns its id, and a removed one that it was removed).
-    pub async fn discover(peer_url: &str, timeout: Duration) -> Result<Discovered, StoreError> {
+    /// learns its id, and a removed one that it was removed); `tls` dials an `https://` URL.
+    pub async fn discover(
+        peer_url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        timeout: Duration,
+    ) -> Result<Discovered, StoreError> {
         let peer = Member { peer_urls: vec![peer_url.to_string()], ..Member::default() };
-        match PeerNetwork::default().forward(&peer, &ForwardRequest::ListMembers, timeout).await {
+        match PeerNetwork::default().with_tls(tls).forward(&peer, &ForwardRequest::ListMembers, timeout).await {
             Ok(ForwardResponse::Members { cluster_id, members, from_leader, membership_index }) => Ok(Discovered {
                 cluster_id,
                 members: members

@@ -336,7 +336,7 @@ async fn the_first_leader_records_the_cluster_id_for_every_member_and_joiners_le
     for m in cluster.members.values() {
         let url = format!("http://{}", m.addr);
         loop {
-            let found = trireme_store::Store::discover(&url, Duration::from_secs(2)).await?;
+            let found = trireme_store::Store::discover(&url, None, Duration::from_secs(2)).await?;
             if found.cluster_id == 0xC1 {
                 break;
             }

@@ -31,9 +31,19 @@ pub struct LbArgs {
     /// Where clients reach the etcd API: IP:PORT (e.g. 0.0.0.0:2379).
     #[arg(long)]
     pub listen_etcd: Option<SocketAddr>,
-    /// The masters' etcd API URLs, comma-separated (http://IP:PORT).
+    /// The masters' etcd API URLs, comma-separated (http://IP:PORT, or https://IP:PORT with
+    /// the TLS flags below).
     #[arg(long, value_delimiter = ',')]
     pub etcd_backends: Vec<String>,
+    /// For https:// etcd backends: the CA of their certificates (the health checks verify them).
+    #[arg(long)]
+    pub etcd_cacert: Option<PathBuf>,
+    /// For https:// etcd backends: the client certificate the health checks present.
+    #[arg(long)]
+    pub etcd_cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long)]
+    pub etcd_key: Option<PathBuf>,
 }
 
 /// Serves until Ctrl-C or SIGTERM.
@@ -54,8 +64,11 @@ pub async fn run(args: LbArgs) -> Result<()> {
     }
     match (args.listen_etcd, args.etcd_backends.is_empty()) {
         (Some(listen), false) => {
-            let backends = backends("--etcd-backends", &args.etcd_backends, "http")?;
-            balancers.push(Balancer::bind("etcd", listen, backends, Check::EtcdStatus, Options::default()).await?);
+            let tls = etcd_tls(&args)?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let backends = backends("--etcd-backends", &args.etcd_backends, scheme)?;
+            let check = Check::EtcdStatus(tls);
+            balancers.push(Balancer::bind("etcd", listen, backends, check, Options::default()).await?);
         }
         (Some(_), true) => bail!("--listen-etcd needs --etcd-backends"),
         (None, false) => bail!("--etcd-backends needs --listen-etcd"),
@@ -81,6 +94,28 @@ pub async fn run(args: LbArgs) -> Result<()> {
         let _ = task.await;
     }
     Ok(())
+}
+
+/// The TLS the etcd checks dial https:// backends with.
+fn etcd_tls(args: &LbArgs) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+    if args.etcd_cert.is_some() != args.etcd_key.is_some() {
+        bail!("--etcd-cert and --etcd-key go together");
+    }
+    if !args.etcd_backends.iter().any(|u| u.starts_with("https://")) {
+        return Ok(None);
+    }
+    if args.etcd_cacert.is_none() {
+        bail!(
+            "--etcd-backends: https:// backends need --etcd-cacert (and --etcd-cert, --etcd-key if they ask for a client certificate)"
+        );
+    }
+    let files = trireme_tls::config::TlsFiles {
+        cert: args.etcd_cert.clone(),
+        key: args.etcd_key.clone(),
+        trusted_ca: args.etcd_cacert.clone(),
+        client_cert_auth: false,
+    };
+    Ok(Some(files.client_config().context("--etcd-cacert, --etcd-cert, --etcd-key")?))
 }
 
 /// `scheme://IP:PORT` URLs as backends named by their address.

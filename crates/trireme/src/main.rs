@@ -1,14 +1,20 @@
 //! `trireme`: one binary for every role — `master`, `node`, `up`, `lb` — and the operator tools
-//! (`snapshot`, `member`, `killall`). It parses flags, wires the crates together and handles shutdown; the logic lives in
+//! (`snapshot`, `member`, `certs`, `killall`). It parses flags, wires the crates together and handles shutdown; the logic lives in
 //! the library crates.
 
+mod bootstrap;
+mod certs;
 mod client;
+mod init;
 mod killall;
 mod lb;
 mod master;
 mod member;
 mod node;
+mod pki;
 mod snapshot;
+mod systemd;
+mod token;
 mod up;
 
 use clap::Parser;
@@ -33,6 +39,14 @@ enum Commands {
     Master(Box<master::MasterArgs>),
     /// Run one worker: the kubelet (pods through a container runtime) and the service proxy.
     Node(Box<node::NodeArgs>),
+    /// Start the first master of a new cluster on this host (mutual TLS on every port); prints
+    /// the commands that join more hosts. Again with the same data dir: starts it.
+    Init(Box<init::InitArgs>),
+    /// Join this host to a cluster as a master or a node, with a join token that pins the
+    /// cluster's CA. Again with the same data dir: starts it.
+    Join(Box<init::JoinArgs>),
+    /// Create, list and delete join tokens (on a master's host).
+    Token(token::TokenArgs),
     /// Run a whole cluster on this machine (child processes on loopback) until Ctrl-C.
     Up(up::UpArgs),
     /// Save, inspect, verify and restore snapshots of the cluster's data.
@@ -41,6 +55,8 @@ enum Commands {
     Member(member::MemberArgs),
     /// Stop every container a node agent left running under its root dir.
     Killall(killall::KillallArgs),
+    /// Certificates of this host: their expiry, and renewing them now.
+    Certs(certs::CertsArgs),
     /// Serve the cluster's stable address on a host of its own: a health-checked balancer in
     /// front of the masters' Kubernetes and etcd APIs.
     Lb(lb::LbArgs),
@@ -57,7 +73,11 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     // Operator tools print their results on stdout; their logs (a verification's store, say)
     // are only for when something is wrong.
     let default_filter = match cli.command {
-        Commands::Snapshot(_) | Commands::Member(_) | Commands::Killall(_) => "warn,openraft=error",
+        Commands::Snapshot(_)
+        | Commands::Member(_)
+        | Commands::Killall(_)
+        | Commands::Certs(_)
+        | Commands::Token(_) => "warn,openraft=error",
         _ => "info,openraft=warn,h2=warn,tonic=warn",
     };
     tracing_subscriber::fmt()
@@ -77,6 +97,10 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Commands::Member(args) => member::run(args).await,
             Commands::Killall(args) => killall::run(&args),
             Commands::Lb(args) => lb::run(args).await,
+            Commands::Certs(args) => certs::run(args),
+            Commands::Init(args) => init::init(*args).await,
+            Commands::Join(args) => init::join(*args).await,
+            Commands::Token(args) => token::run(args).await,
         }
     });
     // The error and its causes on one line, never a backtrace: these are messages for people.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use trireme_apiserver::ApiConfig;
 use trireme_apiserver::ApiServer;
 use trireme_apiserver::kubeconfig::admin_kubeconfig;
+use trireme_apiserver::pki::CaPair;
 use trireme_controllers::ControlPlane;
 use trireme_controllers::ControlPlaneConfig;
 use trireme_etcd::EtcdConfig;
@@ -28,6 +30,7 @@ use trireme_store::identity::MemberIdentity;
 use trireme_store::membership;
 use trireme_store::scheduled;
 use trireme_store::types::Member;
+use trireme_tls::config::TlsFiles;
 use trireme_util::duration;
 use trireme_util::fs::FileOptions;
 use trireme_util::fs::write_atomic;
@@ -137,6 +140,38 @@ pub struct MasterArgs {
     /// Serve Prometheus metrics at http://IP:PORT/metrics [default: off].
     #[arg(long)]
     pub listen_metrics_urls: Option<String>,
+    /// Certificate the etcd API serves its `https://` client URLs with (PEM).
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// CA that signs the client certificates the etcd API accepts.
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse etcd API clients without a certificate signed by --trusted-ca-file.
+    #[arg(long)]
+    #[serde(default)]
+    pub client_cert_auth: bool,
+    /// Certificate for peer traffic, both served on `https://` peer URLs and presented to other
+    /// members (valid for server and client authentication).
+    #[arg(long)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA that signs the members' peer certificates.
+    #[arg(long)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Refuse peers without a certificate signed by --peer-trusted-ca-file.
+    #[arg(long)]
+    #[serde(default)]
+    pub peer_client_cert_auth: bool,
+    /// The key of the etcd CA (--peer-trusted-ca-file): with it, any master can issue the
+    /// certificates of a master joining with `trireme join`, and the certificates in the key's
+    /// directory are renewed within 30 days of expiry.
+    #[arg(long)]
+    pub etcd_ca_key_file: Option<PathBuf>,
 }
 
 impl MasterArgs {
@@ -177,6 +212,15 @@ impl MasterArgs {
             snapshot_retention: self.snapshot_retention.or(file.snapshot_retention),
             snapshot_dir: self.snapshot_dir.or(file.snapshot_dir),
             listen_metrics_urls: self.listen_metrics_urls.or(file.listen_metrics_urls),
+            cert_file: self.cert_file.or(file.cert_file),
+            key_file: self.key_file.or(file.key_file),
+            trusted_ca_file: self.trusted_ca_file.or(file.trusted_ca_file),
+            client_cert_auth: self.client_cert_auth || file.client_cert_auth,
+            peer_cert_file: self.peer_cert_file.or(file.peer_cert_file),
+            peer_key_file: self.peer_key_file.or(file.peer_key_file),
+            peer_trusted_ca_file: self.peer_trusted_ca_file.or(file.peer_trusted_ca_file),
+            peer_client_cert_auth: self.peer_client_cert_auth || file.peer_client_cert_auth,
+            etcd_ca_key_file: self.etcd_ca_key_file.or(file.etcd_ca_key_file),
         })
     }
 }
@@ -186,9 +230,9 @@ impl MasterArgs {
 pub struct MasterConfig {
     pub name: String,
     pub data_dir: PathBuf,
-    pub listen_peer: Vec<SocketAddr>,
+    pub listen_peer: Vec<Listen>,
     pub advertise_peer_urls: Vec<String>,
-    pub listen_client: Vec<SocketAddr>,
+    pub listen_client: Vec<Listen>,
     pub advertise_client_urls: Vec<String>,
     /// Founding members by name with their peer URLs.
     pub initial_cluster: BTreeMap<String, Vec<String>>,
@@ -212,6 +256,83 @@ pub struct MasterConfig {
     /// Scheduled snapshots, if enabled.
     pub snapshots: Option<scheduled::ScheduleConfig>,
     pub listen_metrics: Option<SocketAddr>,
+    /// What `https://` client URLs serve with (`--cert-file` and friends).
+    pub client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// What `https://` peer URLs serve with (`--peer-cert-file` and friends).
+    pub peer_server_tls: Option<Arc<rustls::ServerConfig>>,
+    /// What `https://` peers are dialled with.
+    pub peer_client_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The etcd CA with its key (--etcd-ca-key-file), to issue joining masters' certificates.
+    pub etcd_ca: Option<CaPair>,
+    /// The directory of the etcd CA's key: its certificates are renewed there.
+    pub pki_dir: Option<PathBuf>,
+}
+
+/// An address to listen on, and whether TLS is served there (its URL is `https://`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// The TLS a master serves and dials with, from etcd's flags. The URLs' schemes decide where
+/// TLS is used; an `https://` URL without the files it needs is refused, naming the flags.
+struct MasterTls {
+    client: Option<Arc<rustls::ServerConfig>>,
+    peer_server: Option<Arc<rustls::ServerConfig>>,
+    peer_client: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl MasterTls {
+    /// etcd's `--cert-file` … and `--peer-cert-file` … flags of `args`.
+    fn files(args: &MasterArgs) -> (TlsFiles, TlsFiles) {
+        let client = TlsFiles {
+            cert: args.cert_file.clone(),
+            key: args.key_file.clone(),
+            trusted_ca: args.trusted_ca_file.clone(),
+            client_cert_auth: args.client_cert_auth,
+        };
+        let peer = TlsFiles {
+            cert: args.peer_cert_file.clone(),
+            key: args.peer_key_file.clone(),
+            trusted_ca: args.peer_trusted_ca_file.clone(),
+            client_cert_auth: args.peer_client_cert_auth,
+        };
+        (client, peer)
+    }
+
+    fn new(
+        client: TlsFiles,
+        peer: TlsFiles,
+        client_https: bool,
+        peer_https: bool,
+        peers_https: bool,
+    ) -> Result<MasterTls> {
+        client.validate("--")?;
+        peer.validate("--peer-")?;
+        if client_https && client.cert.is_none() {
+            bail!("--listen-client-urls: an https:// URL needs --cert-file and --key-file");
+        }
+        if peer_https && peer.cert.is_none() {
+            bail!("--listen-peer-urls: an https:// URL needs --peer-cert-file and --peer-key-file");
+        }
+        if peers_https && peer.trusted_ca.is_none() {
+            bail!("--initial-cluster: https:// peers need --peer-trusted-ca-file to verify them");
+        }
+        let client_config = match client_https {
+            true => Some(client.server_config().context("--cert-file")?),
+            false => None,
+        };
+        let peer_server = match peer_https {
+            true => Some(peer.server_config().context("--peer-cert-file")?),
+            false => None,
+        };
+        let peer_client = match peer.trusted_ca {
+            Some(_) => Some(peer.client_config().context("--peer-trusted-ca-file")?),
+            None => None,
+        };
+        Ok(MasterTls { client: client_config, peer_server, peer_client })
+    }
 }
 
 /// etcd's periodic retention: `0` (off), a bare number of hours, or a duration (`30m`, `1h30m`)
@@ -291,20 +412,30 @@ fn parse_port_range(value: &str) -> Result<(u16, u16)> {
     Ok((lo, hi))
 }
 
-/// The address of an `http://host:port` URL (`localhost` means 127.0.0.1).
-fn socket_of(flag: &str, url: &str) -> Result<SocketAddr> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!("--{flag}: {url:?} must be an http:// URL (TLS for peers and clients is not supported yet)");
+/// The address of an `http://host:port` or `https://host:port` URL (`localhost` means
+/// 127.0.0.1) and whether it is `https://`.
+fn listen_of(flag: &str, url: &str) -> Result<Listen> {
+    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => bail!("--{flag}: {url:?} must be an http:// or https:// URL"),
     };
     let hostport = rest.trim_end_matches('/');
     let hostport = hostport.replace("localhost", "127.0.0.1");
-    hostport.parse().with_context(|| format!("--{flag}: {url:?} is not http://IP:PORT"))
+    let addr = hostport.parse().with_context(|| format!("--{flag}: {url:?} is not http(s)://IP:PORT"))?;
+    Ok(Listen { addr, tls })
+}
+
+fn socket_of(flag: &str, url: &str) -> Result<SocketAddr> {
+    listen_of(flag, url).map(|l| l.addr)
 }
 
 impl MasterConfig {
     /// Applies defaults and checks rules across flags; messages name the flag.
     pub fn from_args(args: MasterArgs) -> Result<MasterConfig> {
         let args = args.merged()?;
+        let (client_files, peer_files) = MasterTls::files(&args);
+        let etcd_ca_key_file = args.etcd_ca_key_file.clone();
         let name = args.name.unwrap_or_else(|| "default".to_string());
         let advertise_peer = args.initial_advertise_peer_urls.unwrap_or_else(|| "http://localhost:2380".into());
         let advertise_peer_urls = split_urls("initial-advertise-peer-urls", &advertise_peer)?;
@@ -392,15 +523,40 @@ impl MasterConfig {
             bail!("--snapshot-interval must be at least 1s");
         }
         let listen_metrics = match args.listen_metrics_urls.as_deref() {
+            Some(url) if url.starts_with("https://") => {
+                bail!("--listen-metrics-urls: {url:?}: metrics are served over http:// only")
+            }
             Some(url) => Some(socket_of("listen-metrics-urls", url)?),
             None => None,
         };
+        let listen_peer = listen_peer.iter().map(|u| listen_of("listen-peer-urls", u)).collect::<Result<Vec<_>>>()?;
+        let listen_client =
+            listen_client.iter().map(|u| listen_of("listen-client-urls", u)).collect::<Result<Vec<_>>>()?;
+        let peers_https = initial_cluster.values().flatten().any(|u| u.starts_with("https://"));
+        let etcd_ca = match (&etcd_ca_key_file, &peer_files.trusted_ca) {
+            (Some(key), Some(cert)) => {
+                let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+                let pair = CaPair { cert_pem: read(cert)?, key_pem: read(key)? };
+                trireme_tls::pki::Authority::from_pem(&pair.cert_pem, &pair.key_pem)
+                    .context("--etcd-ca-key-file does not go with --peer-trusted-ca-file")?;
+                Some(pair)
+            }
+            (Some(_), None) => bail!("--etcd-ca-key-file needs --peer-trusted-ca-file (the CA's certificate)"),
+            (None, _) => None,
+        };
+        let tls = MasterTls::new(
+            client_files,
+            peer_files,
+            listen_client.iter().any(|l| l.tls),
+            listen_peer.iter().any(|l| l.tls),
+            peers_https,
+        )?;
         Ok(MasterConfig {
             data_dir,
             name,
-            listen_peer: listen_peer.iter().map(|u| socket_of("listen-peer-urls", u)).collect::<Result<_>>()?,
+            listen_peer,
             advertise_peer_urls,
-            listen_client: listen_client.iter().map(|u| socket_of("listen-client-urls", u)).collect::<Result<_>>()?,
+            listen_client,
             advertise_client_urls,
             initial_cluster,
             join_existing,
@@ -435,6 +591,11 @@ impl MasterConfig {
             force_new_cluster: args.force_new_cluster,
             snapshots,
             listen_metrics,
+            client_tls: tls.client,
+            peer_server_tls: tls.peer_server,
+            peer_client_tls: tls.peer_client,
+            etcd_ca,
+            pki_dir: etcd_ca_key_file.as_ref().and_then(|k| k.parent()).map(PathBuf::from),
         })
     }
 
@@ -462,7 +623,7 @@ async fn resolve_identity(config: &MasterConfig) -> Result<(MemberIdentity, Opti
             config.initial_cluster.iter().filter(|(n, _)| **n != config.name).flat_map(|(_, urls)| urls).collect();
         for _ in 0..30 {
             for peer in &peers {
-                match Store::discover(peer, Duration::from_secs(2)).await {
+                match Store::discover(peer, config.peer_client_tls.clone(), Duration::from_secs(2)).await {
                     Ok(found) => {
                         let cluster_id = found.cluster_id;
                         let mine = found
@@ -526,14 +687,17 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     let config = MasterConfig::from_args(args)?;
     // Bind first: a port in use is reported before anything is written to the data dir.
     let mut peer_listeners = Vec::new();
-    for addr in &config.listen_peer {
-        peer_listeners
-            .push(TcpListener::bind(addr).await.with_context(|| format!("--listen-peer-urls: binding {addr}"))?);
+    for listen in &config.listen_peer {
+        let addr = listen.addr;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("--listen-peer-urls: binding {addr}"))?;
+        peer_listeners.push((listener, listen.tls.then(|| config.peer_server_tls.clone()).flatten()));
     }
     let mut client_listeners = Vec::new();
-    for addr in &config.listen_client {
-        client_listeners
-            .push(TcpListener::bind(addr).await.with_context(|| format!("--listen-client-urls: binding {addr}"))?);
+    for listen in &config.listen_client {
+        let addr = listen.addr;
+        let listener =
+            TcpListener::bind(addr).await.with_context(|| format!("--listen-client-urls: binding {addr}"))?;
+        client_listeners.push((listener, listen.tls.then(|| config.client_tls.clone()).flatten()));
     }
     let mut api_listeners = Vec::new();
     for addr in &config.listen_api {
@@ -552,6 +716,7 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     let (me, founders) = resolve_identity(&config).await?;
     let store = Store::open(StoreConfig {
         id: me.id,
+        name: config.name.clone(),
         data_dir: config.data_dir.clone(),
         cluster_id: me.cluster_id,
         heartbeat_interval: config.heartbeat,
@@ -561,6 +726,7 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         max_request_bytes: config.max_request_bytes,
         auto_compaction_retention: config.auto_compaction_retention,
         peer_source_address: config.peer_source_address,
+        peer_client_tls: config.peer_client_tls.clone(),
         ..StoreConfig::default()
     })
     .await
@@ -570,9 +736,11 @@ pub async fn run(args: MasterArgs) -> Result<()> {
 
     let shutdown = CancellationToken::new();
     let mut servers = tokio::task::JoinSet::new();
-    for listener in peer_listeners {
+    for (listener, tls) in peer_listeners {
         let (store, stop) = (store.clone(), shutdown.clone());
-        servers.spawn(async move { store.serve_peers(listener, stop.cancelled_owned()).await.context("peer server") });
+        servers.spawn(
+            async move { store.serve_peers(listener, tls, stop.cancelled_owned()).await.context("peer server") },
+        );
     }
     if let Some(founders) = founders {
         store.initialize(founders).await.context("initializing the new cluster")?;
@@ -580,10 +748,10 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     if store.bootstrap().await.context("initializing the restored or recovered cluster")? {
         tracing::info!("initialized Raft with the membership left by a restore or recovery");
     }
-    for listener in client_listeners {
+    for (listener, tls) in client_listeners {
         let etcd = EtcdServer::new(store.clone(), EtcdConfig { quota_bytes: config.quota_bytes });
         let stop = shutdown.clone();
-        servers.spawn(async move { etcd.serve(listener, stop).await.context("client server") });
+        servers.spawn(async move { etcd.serve(listener, tls, stop).await.context("client server") });
     }
     servers.spawn(serve_kubernetes_api(store.clone(), config.clone(), api_listeners, shutdown.clone()));
     let control_plane = ControlPlane::new(
@@ -600,6 +768,12 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         Ok(())
     });
     tokio::spawn(membership::publish_self(store.clone(), config.me(), shutdown.clone()));
+    tokio::spawn(trireme_apiserver::join::promote_joined(store.clone(), shutdown.clone()));
+    if let Some(dir) = config.pki_dir.clone() {
+        // Its certificates are renewed here, within 30 days of expiry; servers and clients
+        // pick the new ones up at their next handshake.
+        tokio::spawn(crate::pki::renew_forever(dir, shutdown.clone()));
+    }
     if let Some(schedule) = config.snapshots.clone() {
         tokio::spawn(scheduled::run(store.clone(), schedule, shutdown.clone()));
     }
@@ -636,7 +810,7 @@ async fn serve_kubernetes_api(
 ) -> Result<()> {
     let hosts: Vec<String> =
         config.advertise_api_urls.iter().map(|u| host_of(u)).chain(config.tls_sans.iter().cloned()).collect();
-    let api_config = ApiConfig { hosts, registry: config.registry.clone() };
+    let api_config = ApiConfig { hosts, registry: config.registry.clone(), etcd_ca: config.etcd_ca.clone() };
     let Some(server) = ApiServer::when_ready(store, api_config, shutdown).await else { return Ok(()) };
     let servers: Vec<(String, String)> =
         config.advertise_api_urls.iter().map(|url| (config.name.clone(), url.clone())).take(1).collect();
@@ -645,6 +819,7 @@ async fn serve_kubernetes_api(
     write_atomic(&path, kubeconfig.as_bytes(), FileOptions::PRIVATE)
         .with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(api = ?config.advertise_api_urls, "Kubernetes API serving");
+    crate::systemd::notify("READY=1");
     server.serve_all(listeners).await.context("Kubernetes API server")
 }
 
@@ -672,11 +847,26 @@ mod tests {
         .expect_err("bad state");
         assert!(err.to_string().contains("--initial-cluster-state"), "{err}");
         let err = MasterConfig::from_args(MasterArgs {
-            listen_client_urls: Some("https://x:1".into()),
+            listen_client_urls: Some("https://127.0.0.1:2379".into()),
             ..args("m1=http://127.0.0.1:2380")
         })
-        .expect_err("https");
+        .expect_err("https without a certificate");
+        assert_eq!(err.to_string(), "--listen-client-urls: an https:// URL needs --cert-file and --key-file");
+        let err = MasterConfig::from_args(MasterArgs {
+            listen_client_urls: Some("ftp://127.0.0.1:2379".into()),
+            ..args("m1=http://127.0.0.1:2380")
+        })
+        .expect_err("ftp");
         assert!(err.to_string().contains("--listen-client-urls"), "{err}");
+        let err = MasterConfig::from_args(MasterArgs { client_cert_auth: true, ..args("m1=http://127.0.0.1:2380") })
+            .expect_err("client-cert-auth without a CA");
+        assert_eq!(err.to_string(), "--client-cert-auth needs --trusted-ca-file");
+        let err = MasterConfig::from_args(MasterArgs {
+            initial_advertise_peer_urls: Some("https://127.0.0.1:2380".into()),
+            ..args("m1=https://127.0.0.1:2380")
+        })
+        .expect_err("https peers without a CA");
+        assert!(err.to_string().contains("--peer-trusted-ca-file"), "{err}");
         let ok = MasterConfig::from_args(args("m1=http://127.0.0.1:2380,m2=http://127.0.0.1:2381")).expect("valid");
         assert_eq!(ok.initial_cluster.len(), 2);
         assert_eq!(ok.data_dir, PathBuf::from("m1.trireme"));

@@ -21,6 +21,8 @@ pub struct MemberArgs {
     /// Masters' etcd API URLs; the first that answers is asked.
     #[arg(long, global = true, env = "TRIREME_ENDPOINTS", default_value = "http://127.0.0.1:2379")]
     endpoints: String,
+    #[command(flatten)]
+    tls: client::ClientTlsArgs,
     #[command(subcommand)]
     command: MemberCommand,
 }
@@ -60,7 +62,7 @@ enum MemberCommand {
 /// Runs a `trireme member` command.
 pub async fn run(args: MemberArgs) -> Result<()> {
     let urls = client::endpoints(&args.endpoints)?;
-    let (url, channel) = client::connect(&urls, Some(client::REQUEST_TIMEOUT)).await?;
+    let (url, channel) = client::connect(&urls, args.tls.config(&urls)?, Some(client::REQUEST_TIMEOUT)).await?;
     let mut cluster = ClusterClient::new(channel);
     match args.command {
         MemberCommand::List { write_out } => list(&mut cluster, &url, &write_out).await,

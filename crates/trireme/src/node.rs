@@ -73,6 +73,12 @@ pub struct NodeArgs {
     /// Node state: checkpoints, containers, logs, tokens [default: /var/lib/trireme/NAME].
     #[arg(long)]
     pub root_dir: Option<PathBuf>,
+    /// The kubelet endpoint's certificate (PEM) [default: a self-signed one].
+    #[arg(long, requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
     /// Port of the kubelet's HTTPS endpoint (for `kubectl logs`); 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
@@ -212,6 +218,7 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         port: args.kubelet_port,
         root_dir,
         ca_pem,
+        serving_certificate: args.tls_cert_file.clone().zip(args.tls_private_key_file.clone()),
         runtime_version,
         stop_pods_on_exit: args.stop_pods_on_exit,
         ..Default::default()
@@ -222,6 +229,7 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     let mut kubelet = tokio::spawn(Kubelet::new(config, client.clone(), runtime).run(shutdown.clone()));
     let proxy = tokio::spawn(ServiceProxy::new(client, proxy_config).run(shutdown.clone()));
     tracing::info!(node = %args.name, "node agent running");
+    crate::systemd::notify("READY=1");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let early = tokio::select! {
         _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping the node agent (pods keep running)"); None }

@@ -54,6 +54,8 @@ struct SaveArgs {
     /// Masters' etcd API URLs; the first that answers streams the snapshot.
     #[arg(long, env = "TRIREME_ENDPOINTS", default_value = "http://127.0.0.1:2379")]
     endpoints: String,
+    #[command(flatten)]
+    tls: client::ClientTlsArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,7 +132,7 @@ fn bytes_bar(total: u64) -> ProgressBar {
 async fn save(args: SaveArgs) -> Result<()> {
     let urls = client::endpoints(&args.endpoints)?;
     let started = Instant::now();
-    let (url, channel) = client::connect(&urls, None).await?;
+    let (url, channel) = client::connect(&urls, args.tls.config(&urls)?, None).await?;
     let mut maintenance = MaintenanceClient::new(channel).max_decoding_message_size(64 << 20);
     let mut stream = maintenance
         .snapshot(pb::SnapshotRequest {})

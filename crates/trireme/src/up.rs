@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,6 +26,8 @@ use trireme_lb::Check;
 use trireme_lb::Options;
 use trireme_util::fs::FileOptions;
 use trireme_util::fs::write_atomic;
+
+use crate::pki::EtcdPki;
 
 /// Clusters that can run side by side on one machine: each takes a slot, and slot `k` owns
 /// node addresses 127.0.(1+k).N, pod IPs 127.(10+k).N.0/24 and Service ClusterIPs
@@ -166,8 +169,8 @@ fn plan(args: &UpArgs) -> Result<ClusterFile> {
         processes.push(ProcessInfo {
             role: "master".into(),
             pid: 0,
-            peer_url: format!("http://127.0.0.1:{}", free_port()?),
-            client_url: format!("http://127.0.0.1:{}", free_port()?),
+            peer_url: format!("https://127.0.0.1:{}", free_port()?),
+            client_url: format!("https://127.0.0.1:{}", free_port()?),
             api_url: format!("https://127.0.0.1:{}", free_port()?),
             node_ip: String::new(),
             pod_cidr: String::new(),
@@ -234,7 +237,7 @@ fn service_range(slot: u8) -> String {
 fn stable_address() -> Result<StableAddress> {
     Ok(StableAddress {
         api_url: format!("https://127.0.0.1:{}", free_port()?),
-        client_url: format!("http://127.0.0.1:{}", free_port()?),
+        client_url: format!("https://127.0.0.1:{}", free_port()?),
     })
 }
 
@@ -281,7 +284,7 @@ fn spawn_node(p: &ProcessInfo, kubeconfig: &Path, api_urls: &[String]) -> Result
     Ok(child)
 }
 
-fn spawn_master(p: &ProcessInfo, initial_cluster: &str, token: &str, slot: u8) -> Result<Child> {
+fn spawn_master(p: &ProcessInfo, pki: &EtcdPki, initial_cluster: &str, token: &str, slot: u8) -> Result<Child> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&p.log_file)?;
     let exe = std::env::current_exe().context("locating the trireme binary")?;
     let child = Command::new(exe)
@@ -295,6 +298,9 @@ fn spawn_master(p: &ProcessInfo, initial_cluster: &str, token: &str, slot: u8) -
         .args(["--listen-api-urls", &p.api_url])
         // ClusterIPs on loopback: the node agents' proxies listen on them on this machine.
         .args(["--service-cluster-ip-range", &service_range(slot)])
+        // Mutual TLS on the peer and etcd ports, as in production (their URLs are https://;
+        // a cluster.json from before TLS keeps its http:// URLs, which ignore these).
+        .args(pki.master_flags(&p.name))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -327,18 +333,26 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .map(|p| format!("{}={}", p.name, p.peer_url))
         .collect::<Vec<_>>()
         .join(",");
+    let masters: Vec<(String, Vec<String>)> = cluster
+        .processes
+        .iter()
+        .filter(|p| p.role == "master")
+        .map(|p| (p.name.clone(), vec![host_of(&p.peer_url), host_of(&p.client_url)]))
+        .collect();
+    let pki = EtcdPki::ensure(&dir.join("pki"), &masters).context("making the etcd certificates")?;
     let mut children = Vec::new();
     for p in cluster.processes.iter_mut().filter(|p| p.role == "master") {
-        let child = spawn_master(p, &initial_cluster, &cluster.token, cluster.slot)?;
+        let child = spawn_master(p, &pki, &initial_cluster, &cluster.token, cluster.slot)?;
         p.pid = child.id().unwrap_or(0);
         children.push((p.name.clone(), child));
     }
     cluster.save(&dir)?;
-    wait_ready(&cluster).await?;
+    let etcd_tls = pki.client_config()?;
+    wait_ready(&cluster, &etcd_tls).await?;
     let admin = wait_admin_kubeconfig(&cluster).await?;
     let stable = cluster.stable.clone().context("cluster.json names no stable address")?;
     let stop_balancers = CancellationToken::new();
-    let balancers = start_balancers(&cluster, &stable, &admin, &stop_balancers).await?;
+    let balancers = start_balancers(&cluster, &stable, &admin, &etcd_tls, &stop_balancers).await?;
     let kubeconfig = write_kubeconfig(&cluster, &stable, &admin, &dir)?;
     let api_urls: Vec<String> =
         cluster.processes.iter().filter(|p| p.role == "master").map(|p| p.api_url.clone()).collect();
@@ -387,8 +401,15 @@ pub async fn run(args: UpArgs) -> Result<()> {
         println!("  kubectl logs deployment/hello");
     }
     println!();
-    println!("Use the store with etcdctl:");
-    println!("  export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={}", stable.client_url);
+    println!("Use the store with etcdctl (mutual TLS: the cluster's etcd CA and a client certificate):");
+    let (cert, key) = pki.client();
+    println!(
+        "  export ETCDCTL_API=3 ETCDCTL_ENDPOINTS={} ETCDCTL_CACERT={} ETCDCTL_CERT={} ETCDCTL_KEY={}",
+        stable.client_url,
+        pki.ca_cert().display(),
+        cert.display(),
+        key.display()
+    );
     println!("  etcdctl put greeting hello && etcdctl get greeting");
     println!("  etcdctl endpoint status -w table");
     println!();
@@ -460,6 +481,7 @@ async fn start_balancers(
     cluster: &ClusterFile,
     stable: &StableAddress,
     admin: &str,
+    etcd_tls: &Arc<rustls::ClientConfig>,
     stop: &CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let masters: Vec<&ProcessInfo> = cluster.processes.iter().filter(|p| p.role == "master").collect();
@@ -467,6 +489,7 @@ async fn start_balancers(
         masters.iter().map(|p| Ok(Backend { name: p.name.clone(), addr: socket_of(url(p))? })).collect()
     };
     let ca = trireme_apiserver::kubeconfig::ca_pem(admin).context("reading a master's admin.kubeconfig")?;
+    let https = masters.iter().all(|p| p.client_url.starts_with("https://"));
     let api = Balancer::bind(
         "kubernetes",
         socket_of(&stable.api_url)?,
@@ -480,12 +503,17 @@ async fn start_balancers(
         "etcd",
         socket_of(&stable.client_url)?,
         backends(|p| &p.client_url)?,
-        Check::EtcdStatus,
+        Check::EtcdStatus(https.then(|| etcd_tls.clone())),
         Options::default(),
     )
     .await
     .context("starting the etcd API's balancer (another program took its port: use another --dir)")?;
     Ok(vec![tokio::spawn(api.run(stop.clone())), tokio::spawn(etcd.run(stop.clone()))])
+}
+
+/// The host of `http(s)://HOST:PORT`.
+fn host_of(url: &str) -> String {
+    socket_of(url).map_or_else(|_| "127.0.0.1".to_string(), |addr| addr.ip().to_string())
 }
 
 /// `127.0.0.1:PORT` of `http(s)://127.0.0.1:PORT`.
@@ -509,13 +537,13 @@ fn write_kubeconfig(cluster: &ClusterFile, stable: &StableAddress, admin: &str, 
 }
 
 /// Waits until every master answers and they agree on a leader.
-async fn wait_ready(cluster: &ClusterFile) -> Result<()> {
+async fn wait_ready(cluster: &ClusterFile, tls: &Arc<rustls::ClientConfig>) -> Result<()> {
     use trireme_etcd::client::status;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut leaders = Vec::new();
         for p in cluster.processes.iter().filter(|p| p.role == "master") {
-            leaders.push(status(&p.client_url).await.ok().map(|s| s.leader));
+            leaders.push(status(&p.client_url, Some(tls.clone())).await.ok().map(|s| s.leader));
         }
         if leaders.iter().all(|l| l.is_some_and(|id| id != 0)) && leaders.windows(2).all(|w| w[0] == w[1]) {
             return Ok(());

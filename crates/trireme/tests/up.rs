@@ -38,11 +38,25 @@ async fn up_starts_a_cluster_that_kubectl_and_etcdctl_can_use_and_ctrl_c_stops_i
     }
     let text = printed.join("\n");
     assert!(text.contains("Trireme is up: 3 masters and 2 nodes"), "{text}");
-    let endpoints = printed
+    // export ETCDCTL_API=3 ETCDCTL_ENDPOINTS=https://… ETCDCTL_CACERT=… ETCDCTL_CERT=… ETCDCTL_KEY=…
+    let exported = printed
         .iter()
-        .find_map(|l| l.trim().strip_prefix("export ETCDCTL_API=3 ETCDCTL_ENDPOINTS="))
-        .context("up printed the endpoints to export")?
-        .to_string();
+        .find_map(|l| l.trim().strip_prefix("export ETCDCTL_API=3 "))
+        .context("up printed the etcdctl settings to export")?;
+    let setting = |name: &str| {
+        exported.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{name}="))).map(str::to_string)
+    };
+    let endpoints = setting("ETCDCTL_ENDPOINTS").context("ETCDCTL_ENDPOINTS")?;
+    assert!(endpoints.starts_with("https://"), "the etcd API is served over TLS: {endpoints}");
+    let tls: Vec<String> = [("ETCDCTL_CACERT", "--cacert"), ("ETCDCTL_CERT", "--cert"), ("ETCDCTL_KEY", "--key")]
+        .iter()
+        .map(|(var, flag)| setting(var).map(|v| format!("{flag}={v}")).with_context(|| format!("{var} exported")))
+        .collect::<Result<_>>()?;
+    let with_tls = |args: &[&'static str]| -> Vec<String> {
+        tls.iter().cloned().chain(args.iter().map(|a| a.to_string())).collect()
+    };
+    let refused = etcdctl(&endpoints, &["get", "greeting"], None).await?;
+    assert!(!refused.status.success(), "etcdctl without the client certificate got in");
 
     let cluster: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("cluster.json"))?)?;
     let pids: Vec<i32> = cluster["processes"]
@@ -96,10 +110,11 @@ async fn up_starts_a_cluster_that_kubectl_and_etcdctl_can_use_and_ctrl_c_stops_i
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
-    ok(etcdctl(&endpoints, &["put", "greeting", "hello"], None).await?)?;
-    assert_eq!(ok(etcdctl(&endpoints, &["get", "greeting", "--print-value-only"], None).await?)?.trim(), "hello");
+    ok(etcdctl(&endpoints, &strs(&with_tls(&["put", "greeting", "hello"])), None).await?)?;
+    let got = ok(etcdctl(&endpoints, &strs(&with_tls(&["get", "greeting", "--print-value-only"])), None).await?)?;
+    assert_eq!(got.trim(), "hello");
 
-    survives_killing_the_leader(&cluster, &endpoints, kubeconfig.as_ref(), &cache).await?;
+    survives_killing_the_leader(&cluster, &endpoints, &tls, kubeconfig.as_ref(), &cache).await?;
 
     let pid = Pid::from_raw(i32::try_from(up.id().context("up pid")?)?);
     kill(pid, Signal::SIGINT)?;
@@ -130,6 +145,7 @@ async fn up_starts_a_cluster_that_kubectl_and_etcdctl_can_use_and_ctrl_c_stops_i
 async fn survives_killing_the_leader(
     cluster: &serde_json::Value,
     endpoints: &str,
+    tls: &[String],
     kubeconfig: &std::path::Path,
     cache: &std::path::Path,
 ) -> Result<()> {
@@ -141,7 +157,8 @@ async fn survives_killing_the_leader(
         .filter_map(|p| Some((p["client_url"].as_str()?.to_string(), i32::try_from(p["pid"].as_i64()?).ok()?)))
         .collect();
     let all: Vec<&str> = masters.iter().map(|(url, _)| url.as_str()).collect();
-    let status = ok(etcdctl(&all.join(","), &["endpoint", "status", "-w", "json"], None).await?)?;
+    let args: Vec<&str> = tls.iter().map(String::as_str).chain(["endpoint", "status", "-w", "json"]).collect();
+    let status = ok(etcdctl(&all.join(","), &args, None).await?)?;
     let status: serde_json::Value = serde_json::from_str(&status)?;
     let leader = status
         .as_array()
@@ -163,10 +180,16 @@ async fn survives_killing_the_leader(
         }
     }));
     let etcd_endpoint = endpoints.to_string();
+    let tls = tls.to_vec();
     let etcd = tokio::spawn(poll(stop.clone(), move || {
         let endpoints = etcd_endpoint.clone();
+        let tls = tls.clone();
         async move {
-            let args = ["--dial-timeout=1s", "--command-timeout=2s", "get", "greeting", "--print-value-only"];
+            let args: Vec<&str> = tls
+                .iter()
+                .map(String::as_str)
+                .chain(["--dial-timeout=1s", "--command-timeout=2s", "get", "greeting", "--print-value-only"])
+                .collect();
             let out = ok(etcdctl(&endpoints, &args, None).await?)?;
             ensure!(out.trim() == "hello", "read {out:?}");
             Ok(())
@@ -183,6 +206,10 @@ async fn survives_killing_the_leader(
         ensure!(longest <= Duration::from_secs(2), "{client} failed for {longest:?} after the leader was killed");
     }
     Ok(())
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 /// Runs `request` back to back until `stop`; returns the attempts and the longest time from a

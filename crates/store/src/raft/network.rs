@@ -93,6 +93,8 @@ pub struct PeerNetwork {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// Local address every connection to a peer is made from (`None`: the OS picks).
     source: Option<std::net::IpAddr>,
+    /// TLS for `https://` peer URLs: the peer CA to trust and this member's certificate.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// In-process tests only: this member's id and the links its messages must cross.
     links: Option<(u64, Links)>,
     /// openraft's configuration, whose backoff policy paces failed attempts to open a
@@ -104,7 +106,12 @@ impl PeerNetwork {
     /// A network whose connections to peers come from `source` (multi-homed hosts, firewalls
     /// that allow peers by address, and the chaos suite's per-link fault proxies).
     pub fn with_source_address(source: Option<std::net::IpAddr>) -> Self {
-        PeerNetwork { channels: Arc::default(), source, links: None, raft_config: None }
+        PeerNetwork { channels: Arc::default(), source, tls: None, links: None, raft_config: None }
+    }
+
+    /// This network, dialling `https://` peers with `tls` (see [`trireme_tls::connect`]).
+    pub fn with_tls(self, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        PeerNetwork { tls, ..self }
     }
 
     /// This network, pausing its replication streams after failed attempts to open them as
@@ -192,12 +199,12 @@ impl PeerNetwork {
                             addr: addr.clone(),
                             message: format!("bad peer URL: {e}"),
                         })?
-                        .connect_timeout(CONNECT_TIMEOUT)
-                        .tcp_nodelay(true)
-                        .local_address(self.source)
                         .http2_keep_alive_interval(Duration::from_secs(5))
                         .keep_alive_timeout(Duration::from_secs(5));
-                    let ch = endpoint.connect_lazy();
+                    let connector = trireme_tls::connect::Connector::new(self.tls.clone())
+                        .source_address(self.source)
+                        .connect_timeout(CONNECT_TIMEOUT);
+                    let ch = endpoint.connect_with_connector_lazy(connector);
                     channels.insert(addr.clone(), ch.clone());
                     ch
                 }

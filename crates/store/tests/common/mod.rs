@@ -125,7 +125,7 @@ impl TestCluster {
         let peers = store.clone();
         let stopped = stop.clone().cancelled_owned();
         let task = tokio::spawn(async move {
-            if let Err(e) = peers.serve_peers(listener, stopped).await {
+            if let Err(e) = peers.serve_peers(listener, None, stopped).await {
                 tracing::warn!(error = %e, "peer server ended");
             }
         });

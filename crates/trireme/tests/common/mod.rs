@@ -40,6 +40,91 @@ pub struct Cluster {
     token: String,
     /// Extra flags for every master.
     extra: Vec<String>,
+    /// The etcd PKI of a cluster with mutual TLS on its peer and client ports.
+    pub pki: Option<TestPki>,
+}
+
+/// Certificates for a cluster with mutual TLS, as an operator makes them: one CA, a peer and
+/// a serving certificate per master, a client certificate for tools.
+pub struct TestPki {
+    pub dir: PathBuf,
+    ca: trireme_tls::pki::Authority,
+}
+
+impl TestPki {
+    fn new(dir: &std::path::Path) -> Result<TestPki> {
+        let dir = dir.join("pki");
+        let ca = trireme_tls::pki::Authority::generate("test-etcd-ca")?;
+        ca.write(&dir.join("ca.crt"), &dir.join("ca.key"))?;
+        let client = trireme_tls::pki::LeafSpec { common_name: "root".into(), client: true, ..Default::default() };
+        ca.issue(&client)?.write(&dir.join("client.crt"), &dir.join("client.key"))?;
+        Ok(TestPki { dir, ca })
+    }
+
+    /// Issues master `name`'s certificates.
+    fn issue(&self, name: &str) -> Result<()> {
+        let hosts = vec!["127.0.0.1".to_string()];
+        let peer = trireme_tls::pki::LeafSpec {
+            common_name: name.into(),
+            hosts: hosts.clone(),
+            server: true,
+            client: true,
+            ..Default::default()
+        };
+        self.ca
+            .issue(&peer)?
+            .write(&self.dir.join(format!("{name}-peer.crt")), &self.dir.join(format!("{name}-peer.key")))?;
+        let server = trireme_tls::pki::LeafSpec { common_name: name.into(), hosts, server: true, ..Default::default() };
+        self.ca.issue(&server)?.write(&self.dir.join(format!("{name}.crt")), &self.dir.join(format!("{name}.key")))?;
+        Ok(())
+    }
+
+    /// The CA, PEM.
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// Master `name`'s flags (etcd's).
+    fn master_flags(&self, name: &str) -> Vec<String> {
+        let path = |file: String| self.dir.join(file).display().to_string();
+        vec![
+            "--cert-file".into(),
+            path(format!("{name}.crt")),
+            "--key-file".into(),
+            path(format!("{name}.key")),
+            "--trusted-ca-file".into(),
+            path("ca.crt".into()),
+            "--client-cert-auth".into(),
+            "--peer-cert-file".into(),
+            path(format!("{name}-peer.crt")),
+            "--peer-key-file".into(),
+            path(format!("{name}-peer.key")),
+            "--peer-trusted-ca-file".into(),
+            path("ca.crt".into()),
+            "--peer-client-cert-auth".into(),
+        ]
+    }
+
+    /// etcdctl's (and `trireme snapshot`'s) flags for a client with the tools' certificate.
+    pub fn client_flags(&self) -> Vec<String> {
+        let path = |file: &str| self.dir.join(file).display().to_string();
+        vec![
+            format!("--cacert={}", path("ca.crt")),
+            format!("--cert={}", path("client.crt")),
+            format!("--key={}", path("client.key")),
+        ]
+    }
+
+    /// The TLS the tools' certificate dials with.
+    pub fn client_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+        let files = trireme_tls::config::TlsFiles {
+            cert: Some(self.dir.join("client.crt")),
+            key: Some(self.dir.join("client.key")),
+            trusted_ca: Some(self.dir.join("ca.crt")),
+            client_cert_auth: false,
+        };
+        Ok(files.client_config()?)
+    }
 }
 
 pub mod kube;
@@ -59,21 +144,38 @@ impl Cluster {
 
     /// Starts `n` founding masters with `extra` flags each and waits for a leader.
     pub async fn start_with(n: usize, extra: &[&str]) -> Result<Cluster> {
+        Self::start_inner(n, extra, false).await
+    }
+
+    /// Starts `n` founding masters with mutual TLS on their peer and client ports (https://
+    /// URLs, etcd's TLS flags) and waits for a leader.
+    pub async fn start_tls(n: usize) -> Result<Cluster> {
+        Self::start_inner(n, &[], true).await
+    }
+
+    async fn start_inner(n: usize, extra: &[&str], tls: bool) -> Result<Cluster> {
         let mut dir = TempDir::new()?;
         if std::env::var_os("TRIREME_KEEP_TEST_DIRS").is_some() {
             dir.disable_cleanup(true);
             eprintln!("keeping logs and data in {}", dir.path().display());
         }
+        let pki = if tls { Some(TestPki::new(dir.path())?) } else { None };
         let mut masters = Vec::new();
         for i in 1..=n {
-            masters.push(Master::plan(dir.path(), &format!("m{i}"))?);
+            let mut m = Master::plan(dir.path(), &format!("m{i}"))?;
+            if let Some(pki) = &pki {
+                pki.issue(&m.name)?;
+                m.peer_url = m.peer_url.replace("http://", "https://");
+                m.client_url = m.client_url.replace("http://", "https://");
+            }
+            masters.push(m);
         }
         let initial = masters.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
         for m in &mut masters {
             m.initial_cluster = initial.clone();
         }
         let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut cluster = Cluster { masters, dir, token: format!("test-{}", std::process::id()), extra };
+        let mut cluster = Cluster { masters, dir, token: format!("test-{}", std::process::id()), extra, pki };
         for i in 0..n {
             cluster.spawn(i)?;
         }
@@ -88,6 +190,7 @@ impl Cluster {
     /// Starts master `i` with `once` added to its flags for this start only.
     fn spawn_with(&mut self, i: usize, once: &[&str]) -> Result<()> {
         let token = self.token.clone();
+        let tls = self.pki.as_ref().map(|p| p.master_flags(&self.masters[i].name)).unwrap_or_default();
         let m = &mut self.masters[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_trireme"))
@@ -101,6 +204,7 @@ impl Cluster {
             .args(["--initial-cluster-state", m.state])
             .args(["--listen-api-urls", &m.api_url])
             .args(&self.extra)
+            .args(&tls)
             .args(once)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
@@ -170,7 +274,9 @@ impl Cluster {
 
     /// Runs `etcdctl` against all running masters.
     pub async fn etcdctl(&self, args: &[&str]) -> Result<Output> {
-        etcdctl(&self.endpoints(), args, None).await
+        let tls = self.pki.as_ref().map(TestPki::client_flags).unwrap_or_default();
+        let args: Vec<&str> = tls.iter().map(String::as_str).chain(args.iter().copied()).collect();
+        etcdctl(&self.endpoints(), &args, None).await
     }
 
     /// Writes `<dir>/kubeconfig` (a context per master, `m1` current) once every master's
@@ -245,10 +351,16 @@ impl Cluster {
         self.masters.iter().map(|m| tail_of(&m.name, &m.log, 15)).collect()
     }
 
+    /// The TLS to dial this cluster's etcd API with, if it has TLS.
+    pub fn client_tls(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+        self.pki.as_ref().map(TestPki::client_config).transpose()
+    }
+
     async fn leader(&self) -> Result<usize> {
         let mut leader = None;
+        let tls = self.client_tls()?;
         for m in self.masters.iter().filter(|m| m.child.is_some()) {
-            let status = trireme_etcd::client::status(&m.client_url).await?;
+            let status = trireme_etcd::client::status(&m.client_url, tls.clone()).await?;
             if status.leader == 0 || leader.is_some_and(|l| l != status.leader) {
                 bail!("no agreed leader");
             }
@@ -256,7 +368,8 @@ impl Cluster {
         }
         let leader = leader.context("no master running")?;
         for (i, m) in self.masters.iter().enumerate().filter(|(_, m)| m.child.is_some()) {
-            if trireme_etcd::client::status(&m.client_url).await?.header.is_some_and(|h| h.member_id == leader) {
+            let status = trireme_etcd::client::status(&m.client_url, tls.clone()).await?;
+            if status.header.is_some_and(|h| h.member_id == leader) {
                 return Ok(i);
             }
         }

@@ -1,0 +1,275 @@
+//! The compose deployment (deploy/compose) on the machine's Docker engine: an image built here
+//! from this build's binary, three masters and two nodes as containers with their own
+//! addresses, brought up with `trireme init` and `trireme join` only. kubectl and etcdctl on
+//! the host reach every master; killing the leader's container leaves writes going; it rejoins
+//! after `docker start`; every container killed at once comes back by itself with its data.
+//!
+//! The project, image and network are named after this process and removed at the end, also
+//! when the test fails.
+
+mod common;
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use anyhow::ensure;
+
+/// A compose project; `docker-compose down -v` and the image removed on drop.
+struct Project {
+    name: String,
+    image: String,
+    subnet: String,
+    file: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn compose(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("docker-compose");
+        cmd.args(["-f", &self.file.display().to_string(), "-p", &self.name])
+            .args(args)
+            .env("TRIREME_IMAGE", &self.image)
+            .env("TRIREME_SUBNET", &self.subnet);
+        cmd
+    }
+
+    async fn run(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = tokio::process::Command::from(self.compose(args));
+        cmd.kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
+            .await
+            .context("docker-compose timed out")??;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        ensure!(out.status.success(), "docker-compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(text)
+    }
+
+    fn container(&self, service: &str) -> String {
+        format!("{}_{service}_1", self.name)
+    }
+
+    fn address(&self, last: u8) -> String {
+        format!("{}.{last}", self.subnet)
+    }
+
+    async fn logs(&self) -> String {
+        self.run(&["logs", "--tail", "30"]).await.unwrap_or_else(|e| e.to_string())
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self.compose(&["down", "-v", "--timeout", "5"]).output();
+        let _ = std::process::Command::new("docker").args(["image", "rm", "-f", &self.image]).output();
+    }
+}
+
+async fn docker(args: &[&str]) -> Result<Output> {
+    let mut cmd = tokio::process::Command::new("docker");
+    cmd.args(args).kill_on_drop(true);
+    Ok(tokio::time::timeout(Duration::from_secs(120), cmd.output()).await.context("docker timed out")??)
+}
+
+/// A /24 in 172.29.0.0–172.31.255.0 that no Docker network uses, picked from `seed`.
+async fn free_subnet(seed: u64) -> Result<String> {
+    let out =
+        docker(&["network", "inspect", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{end}}", "bridge"]).await?;
+    let mut used = String::from_utf8_lossy(&out.stdout).to_string();
+    let ids = docker(&["network", "ls", "-q"]).await?;
+    for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+        let out = docker(&["network", "inspect", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{end}}", id]).await?;
+        used.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    for i in 0..768u64 {
+        let n = (seed + i) % 768;
+        let candidate = format!("172.{}.{}", 29 + n / 256, n % 256);
+        if !used.contains(&format!("{candidate}.0/")) {
+            return Ok(candidate);
+        }
+    }
+    bail!("no free /24 in 172.29.0.0/14")
+}
+
+async fn wait_for<F, Fut>(what: &str, limit: Duration, check: F) -> Result<Duration>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let started = Instant::now();
+    loop {
+        let last = check().await;
+        if matches!(last, Ok(true)) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            bail!("{what}: not within {limit:?} (last: {last:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn etcd_flags(pki: &Path) -> Vec<String> {
+    vec![
+        format!("--cacert={}", pki.join("etcd-ca.crt").display()),
+        format!("--cert={}", pki.join("etcd-client.crt").display()),
+        format!("--key={}", pki.join("etcd-client.key").display()),
+    ]
+}
+
+async fn etcdctl(endpoints: &str, pki: &Path, args: &[&str]) -> Result<Output> {
+    let flags = etcd_flags(pki);
+    let all: Vec<&str> = flags.iter().map(String::as_str).chain(args.iter().copied()).collect();
+    common::etcdctl(endpoints, &all, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_cluster_comes_up_with_init_and_join_and_survives_its_leader_container() -> Result<()> {
+    let docker_up =
+        docker(&["info", "--format", "{{.ServerVersion}}"]).await.map(|o| o.status.success()).unwrap_or(false);
+    if !docker_up {
+        eprintln!("SKIPPED: no Docker engine answers here");
+        return Ok(());
+    }
+    let seed: u64 = std::env::var("TRIREME_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    println!("seed {seed} (TRIREME_TEST_SEED={seed} repeats the subnet choice)");
+    let name = format!("trireme-test-{}", std::process::id());
+    let project = Project {
+        image: format!("{name}:dev"),
+        subnet: free_subnet(seed).await?,
+        file: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/compose/docker-compose.yml"),
+        dir: tempfile::tempdir()?,
+        name: name.replace('-', ""),
+    };
+    let build = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/image/build.sh");
+    let out =
+        tokio::process::Command::new(build).args([env!("CARGO_BIN_EXE_trireme"), &project.image]).output().await?;
+    ensure!(out.status.success(), "building the image: {}", String::from_utf8_lossy(&out.stderr));
+
+    let started = Instant::now();
+    project.run(&["up", "-d"]).await?;
+    // The admin kubeconfig and the etcd client certificate, from the first master's volume.
+    let pki = project.dir.path().join("pki");
+    std::fs::create_dir_all(&pki)?;
+    let m1 = project.container("m1");
+    wait_for("m1's admin kubeconfig", Duration::from_secs(120), || async {
+        Ok(docker(&[
+            "cp",
+            &format!("{m1}:/var/lib/trireme/admin.kubeconfig"),
+            &project.dir.path().display().to_string(),
+        ])
+        .await?
+        .status
+        .success())
+    })
+    .await?;
+    for file in ["etcd-ca.crt", "etcd-client.crt", "etcd-client.key"] {
+        let out = docker(&["cp", &format!("{m1}:/var/lib/trireme/pki/{file}"), &pki.display().to_string()]).await?;
+        ensure!(out.status.success(), "docker cp {file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let kubeconfig = project.dir.path().join("admin.kubeconfig");
+    let cache = project.dir.path().join("kubecache");
+    let kubectl = |args: Vec<String>| {
+        let (kubeconfig, cache) = (kubeconfig.clone(), cache.clone());
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            common::ok(common::kubectl(&kubeconfig, &cache, &args, None).await?)
+        }
+    };
+    let masters: Vec<String> = (11..=13).map(|i| project.address(i)).collect();
+    let endpoints = masters.iter().map(|a| format!("https://{a}:2379")).collect::<Vec<_>>().join(",");
+
+    let ready = wait_for("two nodes Ready and three voters", Duration::from_secs(180), || async {
+        let nodes = kubectl(vec![
+            "get".into(),
+            "nodes".into(),
+            "-o".into(),
+            "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\" \"}{end}".into(),
+        ])
+        .await?;
+        let members = common::ok(etcdctl(&endpoints, &pki, &["member", "list", "-w", "json"]).await?)?;
+        let members: serde_json::Value = serde_json::from_str(&members)?;
+        let voters = members["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["isLearner"] != true).count());
+        Ok(nodes.split_whitespace().filter(|s| *s == "True").count() == 2 && voters == 3)
+    })
+    .await;
+    if let Err(e) = ready {
+        bail!("{e:#}\n{}", project.logs().await);
+    }
+    println!("compose up to all nodes Ready: {:.1} s", started.elapsed().as_secs_f64());
+
+    // kubectl through every master.
+    for address in &masters {
+        kubectl(vec!["--server".into(), format!("https://{address}:6443"), "get".into(), "nodes".into()]).await?;
+    }
+    common::ok(etcdctl(&endpoints, &pki, &["put", "before", "kill"]).await?)?;
+
+    // The leader's container killed: the others elect a leader and take writes.
+    let status = common::ok(etcdctl(&endpoints, &pki, &["endpoint", "status", "-w", "json"]).await?)?;
+    let status: serde_json::Value = serde_json::from_str(&status)?;
+    let leader_endpoint = status
+        .as_array()
+        .context("status")?
+        .iter()
+        .find(|s| s["Status"]["header"]["member_id"] == s["Status"]["leader"])
+        .and_then(|s| s["Endpoint"].as_str())
+        .context("a leader")?
+        .to_string();
+    let leader_index = masters.iter().position(|a| leader_endpoint.contains(a.as_str())).context("leader address")?;
+    let leader = project.container(&format!("m{}", leader_index + 1));
+    let others = masters
+        .iter()
+        .filter(|a| !leader_endpoint.contains(a.as_str()))
+        .map(|a| format!("https://{a}:2379"))
+        .collect::<Vec<_>>()
+        .join(",");
+    ensure!(docker(&["kill", &leader]).await?.status.success(), "docker kill {leader}");
+    let killed = Instant::now();
+    let gap = wait_for("a write after the leader's container was killed", Duration::from_secs(30), || async {
+        Ok(etcdctl(&others, &pki, &["--command-timeout=1s", "put", "after", "kill"]).await?.status.success())
+    })
+    .await?;
+    println!("write gap after killing the leader's container ({leader}): {:.2} s", gap.as_secs_f64());
+    let _ = killed;
+    kubectl(vec![
+        "--server".into(),
+        format!(
+            "https://{}:6443",
+            others.split(',').next().unwrap_or_default().trim_start_matches("https://").trim_end_matches(":2379")
+        ),
+        "get".into(),
+        "nodes".into(),
+    ])
+    .await?;
+    ensure!(docker(&["start", &leader]).await?.status.success(), "docker start {leader}");
+    wait_for("the restarted master serves the writes made without it", Duration::from_secs(60), || async {
+        let out = etcdctl(&leader_endpoint, &pki, &["get", "after", "--print-value-only", "--consistency=s"]).await?;
+        Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "kill")
+    })
+    .await?;
+
+    // Every container killed at once, then started: the cluster comes back by itself.
+    let all: Vec<String> = ["m1", "m2", "m3", "node-1", "node-2"].iter().map(|s| project.container(s)).collect();
+    let mut kill = vec!["kill".to_string()];
+    kill.extend(all.iter().cloned());
+    let kill: Vec<&str> = kill.iter().map(String::as_str).collect();
+    ensure!(docker(&kill).await?.status.success());
+    let mut start = vec!["start".to_string()];
+    start.extend(all.iter().cloned());
+    let start: Vec<&str> = start.iter().map(String::as_str).collect();
+    ensure!(docker(&start).await?.status.success());
+    let back = wait_for("the data after every container was killed and started", Duration::from_secs(120), || async {
+        let out = etcdctl(&endpoints, &pki, &["get", "after", "--print-value-only"]).await?;
+        Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "kill")
+    })
+    .await;
+    if let Err(e) = back {
+        bail!("{e:#}\n{}", project.logs().await);
+    }
+    Ok(())
+}
