@@ -22,6 +22,8 @@ use anyhow::ensure;
 
 /// A compose project; `docker-compose down -v` and the image removed on drop.
 struct Project {
+    /// The extra network the partition test reaches a cut-off master through.
+    side_network: std::sync::Mutex<Option<String>>,
     name: String,
     image: String,
     subnet: String,
@@ -66,6 +68,9 @@ impl Project {
 impl Drop for Project {
     fn drop(&mut self) {
         let _ = self.compose(&["down", "-v", "--timeout", "5"]).output();
+        if let Some(side) = self.side_network.lock().ok().and_then(|mut s| s.take()) {
+            let _ = std::process::Command::new("docker").args(["network", "rm", &side]).output();
+        }
         let _ = std::process::Command::new("docker").args(["image", "rm", "-f", &self.image]).output();
     }
 }
@@ -114,6 +119,175 @@ where
     }
 }
 
+/// kubectl with the admin kubeconfig, failing on a non-zero exit.
+fn kubectl_at(
+    kubeconfig: &Path,
+    cache: &Path,
+) -> impl Fn(&[&str]) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String>> + Send>> {
+    let (kubeconfig, cache) = (kubeconfig.to_path_buf(), cache.to_path_buf());
+    move |args: &[&str]| {
+        let (kubeconfig, cache) = (kubeconfig.clone(), cache.clone());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Box::pin(async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            common::ok(common::kubectl(&kubeconfig, &cache, &args, None).await?)
+        })
+    }
+}
+
+/// What a user does first: apply the example, wait for the rollout, scale, change the image,
+/// read the logs.
+async fn seed_flow<K, F>(kubectl: &K) -> Result<()>
+where
+    K: Fn(&[&str]) -> F,
+    F: std::future::Future<Output = Result<String>>,
+{
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples/hello.yaml");
+    kubectl(&["apply", "-f", &example.display().to_string()]).await?;
+    kubectl(&["rollout", "status", "deployment/hello", "--timeout=90s"]).await?;
+    kubectl(&["scale", "deployment/hello", "--replicas=4"]).await?;
+    kubectl(&["rollout", "status", "deployment/hello", "--timeout=90s"]).await?;
+    kubectl(&["set", "image", "deployment/hello", "hello=hashicorp/http-echo:1.1"]).await?;
+    kubectl(&["rollout", "status", "deployment/hello", "--timeout=120s"]).await?;
+    let pods = kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=hello",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.nodeName} {.status.phase} {.spec.containers[0].image}{\"\\n\"}{end}",
+    ])
+    .await?;
+    let running: Vec<&str> = pods.lines().filter(|l| l.contains("Running") && l.contains("http-echo:1.1")).collect();
+    ensure!(running.len() == 4, "4 pods of the new image running:\n{pods}");
+    ensure!(
+        running.iter().any(|l| l.starts_with("node-1")) && running.iter().any(|l| l.starts_with("node-2")),
+        "spread over both nodes:\n{pods}"
+    );
+    let logs = kubectl(&["logs", "deployment/hello"]).await?;
+    println!("seed flow: apply, rollout, scale to 4, set image, logs ({} bytes)", logs.len());
+    Ok(())
+}
+
+/// The leader's container cut off with `docker network disconnect`: the majority elects a
+/// leader and takes writes; the cut-off master (reached over a second network) takes none; after
+/// `docker network connect` it has the majority's writes.
+async fn partition(project: &Project, masters: &[String], endpoints: &str, pki: &Path) -> Result<()> {
+    let leader = leader_index(masters, endpoints, pki).await?;
+    let container = project.container(&format!("m{}", leader + 1));
+    let cluster_net = format!("{}_cluster", project.name);
+    let side = format!("{}-side", project.name);
+    ensure!(docker(&["network", "create", "--label", "org.trireme.compose=1", &side]).await?.status.success());
+    project.side_network.lock().map_err(|_| anyhow::anyhow!("lock"))?.replace(side.clone());
+    ensure!(docker(&["network", "connect", &side, &container]).await?.status.success());
+    let out = docker(&[
+        "inspect",
+        "--format",
+        &format!("{{{{(index .NetworkSettings.Networks \"{side}\").IPAddress}}}}"),
+        &container,
+    ])
+    .await?;
+    let side_ip = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    ensure!(docker(&["network", "disconnect", &cluster_net, &container]).await?.status.success());
+    let cut_off = format!("https://{side_ip}:2379");
+    let majority: String = masters
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, a)| format!("https://{a}:2379"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let healed = wait_for("the majority takes a write with its leader cut off", Duration::from_secs(30), || async {
+        Ok(etcdctl(&majority, pki, &["--command-timeout=2s", "put", "partition", "majority"]).await?.status.success())
+    })
+    .await?;
+    println!("majority writes again {:.2} s after the leader was cut off", healed.as_secs_f64());
+    let refused =
+        etcdctl(&cut_off, pki, &["--insecure-skip-tls-verify", "--command-timeout=3s", "put", "partition", "minority"])
+            .await?;
+    ensure!(!refused.status.success(), "the cut-off master took a write");
+    ensure!(
+        docker(&["network", "connect", "--ip", &masters[leader], &cluster_net, &container]).await?.status.success()
+    );
+    wait_for("the cut-off master converges after reconnecting", Duration::from_secs(60), || async {
+        let out = etcdctl(
+            &format!("https://{}:2379", masters[leader]),
+            pki,
+            &["get", "partition", "--print-value-only", "--consistency=s"],
+        )
+        .await?;
+        Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "majority")
+    })
+    .await?;
+    let _ = docker(&["network", "disconnect", &side, &container]).await;
+    Ok(())
+}
+
+/// The index in `masters` of the leader.
+async fn leader_index(masters: &[String], endpoints: &str, pki: &Path) -> Result<usize> {
+    let status = common::ok(etcdctl(endpoints, pki, &["endpoint", "status", "-w", "json"]).await?)?;
+    let status: serde_json::Value = serde_json::from_str(&status)?;
+    let leader = status
+        .as_array()
+        .context("status")?
+        .iter()
+        .find(|s| s["Status"]["header"]["member_id"] == s["Status"]["leader"])
+        .and_then(|s| s["Endpoint"].as_str())
+        .context("a leader")?
+        .to_string();
+    masters.iter().position(|a| leader.contains(&format!("{a}:"))).context("the leader's address")
+}
+
+/// Every master restarted in turn (`docker restart`, waiting for it to serve again) while a
+/// client writes without pause: every acknowledged write is there afterwards.
+async fn rolling_restart(project: &Project, endpoints: &str, pki: &Path) -> Result<()> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let (stop, endpoints, pki) = (stop.clone(), endpoints.to_string(), pki.to_path_buf());
+        tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), 0usize);
+            let mut i = 0u64;
+            while !stop.is_cancelled() {
+                i += 1;
+                let key = format!("rolling/{i:06}");
+                match etcdctl(&endpoints, &pki, &["--command-timeout=2s", "put", &key, "v"]).await {
+                    Ok(out) if out.status.success() => acked.push(key),
+                    _ => failed += 1,
+                }
+            }
+            (acked, failed)
+        })
+    };
+    let started = Instant::now();
+    for m in ["m1", "m2", "m3"] {
+        let container = project.container(m);
+        ensure!(docker(&["restart", "--time", "10", &container]).await?.status.success(), "docker restart {m}");
+        let address = project.address(match m {
+            "m1" => 11,
+            "m2" => 12,
+            _ => 13,
+        });
+        wait_for(&format!("{m} serving again"), Duration::from_secs(60), || async {
+            let out = etcdctl(&format!("https://{address}:2379"), pki, &["endpoint", "health"]).await?;
+            Ok(out.status.success())
+        })
+        .await?;
+    }
+    stop.cancel();
+    let (acked, failed) = writer.await?;
+    println!(
+        "rolling restart of 3 masters in {:.1} s: {} writes acknowledged, {failed} failed attempts",
+        started.elapsed().as_secs_f64(),
+        acked.len()
+    );
+    ensure!(acked.len() >= 10, "the writer got only {} writes through", acked.len());
+    let out = common::ok(etcdctl(endpoints, pki, &["get", "--prefix", "rolling/", "--keys-only"]).await?)?;
+    let stored: std::collections::BTreeSet<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    let lost: Vec<&String> = acked.iter().filter(|k| !stored.contains(k.as_str())).collect();
+    ensure!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    Ok(())
+}
+
 fn etcd_flags(pki: &Path) -> Vec<String> {
     vec![
         format!("--cacert={}", pki.join("etcd-ca.crt").display()),
@@ -140,6 +314,7 @@ async fn the_compose_cluster_comes_up_with_init_and_join_and_survives_its_leader
     println!("seed {seed} (TRIREME_TEST_SEED={seed} repeats the subnet choice)");
     let name = format!("trireme-test-{}", std::process::id());
     let project = Project {
+        side_network: std::sync::Mutex::new(None),
         image: format!("{name}:dev"),
         subnet: free_subnet(seed).await?,
         file: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/compose/docker-compose.yml"),
@@ -209,6 +384,9 @@ async fn the_compose_cluster_comes_up_with_init_and_join_and_survives_its_leader
     }
     common::ok(etcdctl(&endpoints, &pki, &["put", "before", "kill"]).await?)?;
 
+    seed_flow(&kubectl_at(&kubeconfig, &cache)).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    partition(&project, &masters, &endpoints, &pki).await?;
+
     // The leader's container killed: the others elect a leader and take writes.
     let status = common::ok(etcdctl(&endpoints, &pki, &["endpoint", "status", "-w", "json"]).await?)?;
     let status: serde_json::Value = serde_json::from_str(&status)?;
@@ -252,6 +430,8 @@ async fn the_compose_cluster_comes_up_with_init_and_join_and_survives_its_leader
         Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "kill")
     })
     .await?;
+
+    rolling_restart(&project, &endpoints, &pki).await?;
 
     // Every container killed at once, then started: the cluster comes back by itself.
     let all: Vec<String> = ["m1", "m2", "m3", "node-1", "node-2"].iter().map(|s| project.container(s)).collect();
