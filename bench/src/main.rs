@@ -7,6 +7,7 @@
 //! gap after the leader is SIGKILLed.
 
 mod stable;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -76,6 +77,13 @@ struct Args {
     /// Extra flags for every trireme master (e.g. "--snapshot-count=100000").
     #[arg(long, allow_hyphen_values = true)]
     trireme_flags: Vec<String>,
+    /// Also measure what mutual TLS on the peer and client ports costs: put throughput of a
+    /// plain and a TLS cluster, each system (--tls-only: nothing else).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    tls: bool,
+    /// Only the TLS cost workload.
+    #[arg(long)]
+    tls_only: bool,
 }
 
 /// One workload's result.
@@ -89,6 +97,8 @@ struct Stats {
 
 struct Cluster {
     name: &'static str,
+    /// How clients dial a TLS cluster (its CA and a client certificate); `None`: plain.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     pinned: Option<usize>,
     endpoints: Vec<String>,
     /// Kubernetes API URLs (Trireme only).
@@ -105,14 +115,26 @@ fn free_port() -> Result<u16> {
 
 impl Cluster {
     async fn start(name: &'static str, bin: &PathBuf, extra: &[String]) -> Result<Cluster> {
+        Self::start_with(name, bin, extra, false).await
+    }
+
+    /// A cluster with mutual TLS on its peer and client ports (etcd's flags, which both
+    /// systems take), with certificates made here.
+    async fn start_tls(name: &'static str, bin: &PathBuf, extra: &[String]) -> Result<Cluster> {
+        Self::start_with(name, bin, extra, true).await
+    }
+
+    async fn start_with(name: &'static str, bin: &PathBuf, extra: &[String], tls: bool) -> Result<Cluster> {
         let dir = tempfile::tempdir()?;
+        let scheme = if tls { "https" } else { "http" };
+        let pki = if tls { Some(tls::Pki::new(&dir.path().join("pki"))?) } else { None };
         let mut members = Vec::new();
         let mut api_urls = Vec::new();
         for i in 1..=3 {
             members.push((
                 format!("{name}{i}"),
-                format!("http://127.0.0.1:{}", free_port()?),
-                format!("http://127.0.0.1:{}", free_port()?),
+                format!("{scheme}://127.0.0.1:{}", free_port()?),
+                format!("{scheme}://127.0.0.1:{}", free_port()?),
             ));
             api_urls.push(format!("https://127.0.0.1:{}", free_port()?));
         }
@@ -142,6 +164,7 @@ impl Cluster {
                     "new",
                 ])
                 .args(extra)
+                .args(pki.as_ref().map(|p| p.member_flags(member)).transpose()?.unwrap_or_default())
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
@@ -156,6 +179,7 @@ impl Cluster {
         }
         let cluster = Cluster {
             name,
+            tls: pki.as_ref().map(tls::Pki::client_config).transpose()?,
             pinned: None,
             endpoints: members.into_iter().map(|(_, _, c)| c).collect(),
             api_urls,
@@ -191,7 +215,7 @@ impl Cluster {
                 if self.children[i].id().is_none() {
                     continue;
                 }
-                if let Ok(s) = status(url).await {
+                if let Ok(s) = status_with(url, self.tls.clone()).await {
                     seen.push((i, s.leader, s.header.map_or(0, |h| h.member_id)));
                 }
             }
@@ -209,16 +233,25 @@ impl Cluster {
 }
 
 async fn status(url: &str) -> Result<pb::StatusResponse> {
-    let channel = Endpoint::from_shared(url.to_string())?.timeout(Duration::from_secs(1)).connect().await?;
+    status_with(url, None).await
+}
+
+async fn status_with(url: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Result<pb::StatusResponse> {
+    let channel = Endpoint::from_shared(url.to_string())?
+        .timeout(Duration::from_secs(1))
+        .connect_with_connector(trireme_tls::connect::Connector::new(tls))
+        .await?;
     Ok(MaintenanceClient::new(channel).status(pb::StatusRequest {}).await?.into_inner())
 }
 
 /// `n` connections spread over the endpoints.
 async fn connections(cluster: &Cluster, n: usize) -> Result<Vec<Channel>> {
     let mut out = Vec::new();
+    let connector = trireme_tls::connect::Connector::new(cluster.tls.clone());
     for i in 0..n {
         let url = cluster.endpoints[cluster.pinned.unwrap_or(i % cluster.endpoints.len())].clone();
-        out.push(Endpoint::from_shared(url)?.tcp_nodelay(true).timeout(Duration::from_secs(5)).connect().await?);
+        let endpoint = Endpoint::from_shared(url)?.timeout(Duration::from_secs(5));
+        out.push(endpoint.connect_with_connector(connector.clone()).await?);
     }
     Ok(out)
 }
@@ -739,6 +772,7 @@ async fn main() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let cluster = Cluster {
             name: "external",
+            tls: None,
             pinned: args.endpoint,
             endpoints: urls.split(',').map(String::from).collect(),
             api_urls: Vec::new(),
@@ -755,6 +789,9 @@ async fn main() -> Result<()> {
     }
     let want = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
     let duration = Duration::from_secs(args.duration);
+    if args.tls_only {
+        return tls::cost(&trireme_bin, &args.etcd, want("etcd"), duration).await;
+    }
     eprintln!(
         "starting 3-member clusters on loopback (trireme: {}, etcd: {})",
         trireme_bin.display(),
@@ -841,6 +878,9 @@ async fn main() -> Result<()> {
     }
     if want("trireme") && args.backup_mb > 0 {
         backup(&trireme_bin, args.backup_mb).await?;
+    }
+    if args.tls {
+        tls::cost(&trireme_bin, &args.etcd, want("etcd"), duration).await?;
     }
     Ok(())
 }
