@@ -117,17 +117,26 @@ impl ClusterCredentials {
         let credentials = Self::ensure_created(store, etcd_ca).await?;
         match (etcd_ca, &credentials.etcd_ca) {
             (Some(mine), None) => Self::record_etcd_ca(store, mine).await,
+            // The only member of its cluster with another etcd CA than the stored one: a lost
+            // cluster restored onto a new host (`trireme init --restore`). Its CA is the one its
+            // peers must be issued from. (Members of one cluster otherwise share the CA: with
+            // mutual TLS a member of another could not talk to them.)
+            (Some(mine), Some(stored)) if mine != stored && store.members().len() == 1 => {
+                tracing::info!("this sole member's etcd CA replaces the one of the restored cluster");
+                Self::record_etcd_ca(store, mine).await
+            }
             _ => Ok(credentials),
         }
     }
 
-    /// Adds `etcd_ca` to stored credentials that have none (a cluster that turned on TLS).
+    /// Records `etcd_ca` in the stored credentials (a cluster that turned on TLS, or was
+    /// restored onto a new host).
     async fn record_etcd_ca(store: &Store, etcd_ca: &CaPair) -> Result<ClusterCredentials, PkiError> {
         let (read, _) =
             store.range(RangeRequest { key: CREDENTIALS_KEY.as_bytes().to_vec(), ..Default::default() }).await?;
         let kv = read.kvs.first().ok_or(PkiError::Store(trireme_store::StoreError::KeyNotFound))?;
         let mut credentials: ClusterCredentials = serde_json::from_slice(&kv.value)?;
-        if credentials.etcd_ca.is_some() {
+        if credentials.etcd_ca.as_ref() == Some(etcd_ca) {
             return Ok(credentials);
         }
         credentials.etcd_ca = Some(etcd_ca.clone());

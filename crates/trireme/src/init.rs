@@ -76,6 +76,10 @@ pub struct InitArgs {
     /// Where the join token is kept [default: DATA-DIR/token].
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// Start the new cluster from this snapshot (`trireme snapshot save`, or etcdctl's) of a
+    /// lost one: its objects, its cluster CA and its join tokens; the other masters join again.
+    #[arg(long)]
+    pub restore: Option<PathBuf>,
     #[command(flatten)]
     pub host: HostArgs,
 }
@@ -154,6 +158,37 @@ fn master_config(host: &HostArgs, pki: &EtcdPki, initial_cluster: &str, state: &
     ))
 }
 
+/// Restores `snapshot` into the (new) data dir of `host`, as the one member of a new cluster.
+async fn restore(host: &HostArgs, snapshot: &Path) -> Result<()> {
+    let peer_url = url(host.advertise_address, host.peer_port);
+    // The ids derive from the default --initial-cluster-token, which master.yaml keeps.
+    let token = "trireme-cluster".to_string();
+    let member = trireme_store::types::Member {
+        name: host.name.clone(),
+        peer_urls: vec![peer_url.clone()],
+        client_urls: Vec::new(),
+    };
+    let opts = trireme_store::restore::RestoreOptions {
+        name: host.name.clone(),
+        founders: [(trireme_store::identity::member_id(std::slice::from_ref(&peer_url), &token), member)].into(),
+        token,
+        bump_revision: trireme_store::restore::DEFAULT_BUMP_REVISION,
+        mark_compacted: true,
+        skip_hash_check: false,
+    };
+    let (file, dir) = (snapshot.to_path_buf(), host.data_dir.clone());
+    let restored = tokio::task::spawn_blocking(move || trireme_store::restore::restore(&file, &dir, &opts, &|_| {}))
+        .await?
+        .with_context(|| format!("--restore {} into {}", snapshot.display(), host.data_dir.display()))?;
+    println!(
+        "Restored {} (revision {}, {} keys) as the first master of a new cluster; the others join again.",
+        snapshot.display(),
+        restored.archive.header.revision,
+        restored.archive.header.keys
+    );
+    Ok(())
+}
+
 /// `trireme master --config-file DATA-DIR/master.yaml` plus the extra flags, parsed.
 fn master_args(host: &HostArgs) -> Result<MasterArgs> {
     #[derive(Parser)]
@@ -175,6 +210,9 @@ pub async fn init(args: InitArgs) -> Result<()> {
     if config.exists() {
         println!("{} is set up already: starting master {} from it.", config.display(), host.name);
     } else {
+        if let Some(snapshot) = &args.restore {
+            restore(&host, snapshot).await?;
+        }
         let hosts = vec![host.advertise_address.to_string()];
         let pki = EtcdPki::ensure(&host.data_dir.join("pki"), &[(host.name.clone(), hosts)])
             .context("making the cluster's certificates")?;

@@ -451,5 +451,95 @@ async fn the_compose_cluster_comes_up_with_init_and_join_and_survives_its_leader
     if let Err(e) = back {
         bail!("{e:#}\n{}", project.logs().await);
     }
+
+    restore_onto_new_containers(&project, &endpoints, &pki, &kubeconfig, &cache).await
+}
+
+/// A snapshot saved from the host; every container and volume destroyed; the first master of
+/// new containers starts from the snapshot (`init --restore`) and the others join again.
+async fn restore_onto_new_containers(
+    project: &Project,
+    endpoints: &str,
+    pki: &Path,
+    kubeconfig: &Path,
+    cache: &Path,
+) -> Result<()> {
+    common::ok(etcdctl(endpoints, pki, &["put", "restore-marker", "kept"]).await?)?;
+    let backup = project.dir.path().join("backup");
+    std::fs::create_dir_all(&backup)?;
+    let snapshot = backup.join("snapshot.db");
+    let first = endpoints.split(',').next().unwrap_or_default();
+    let mut args =
+        vec!["snapshot".to_string(), "save".into(), snapshot.display().to_string(), format!("--endpoints={first}")];
+    args.extend(etcd_flags(pki));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    common::ok(common::trireme(&args).await?)?;
+    project.run(&["down", "-v", "--timeout", "5"]).await?;
+
+    let restore_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/compose/restore.yml");
+    let mut cmd = tokio::process::Command::new("docker-compose");
+    cmd.args([
+        "-f",
+        &project.file.display().to_string(),
+        "-f",
+        &restore_file.display().to_string(),
+        "-p",
+        &project.name,
+        "up",
+        "-d",
+    ])
+    .env("TRIREME_IMAGE", &project.image)
+    .env("TRIREME_SUBNET", &project.subnet)
+    .env("TRIREME_SNAPSHOT_DIR", &backup)
+    .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output()).await??;
+    ensure!(out.status.success(), "compose up with restore.yml: {}", String::from_utf8_lossy(&out.stderr));
+
+    // The new first master made a new etcd CA: take its certificates again.
+    let m1 = project.container("m1");
+    wait_for("the restored m1's certificates", Duration::from_secs(120), || async {
+        let mut copied = true;
+        for file in ["etcd-ca.crt", "etcd-client.crt", "etcd-client.key"] {
+            copied &= docker(&["cp", &format!("{m1}:/var/lib/trireme/pki/{file}"), &pki.display().to_string()])
+                .await?
+                .status
+                .success();
+        }
+        Ok(copied)
+    })
+    .await?;
+    let restored =
+        wait_for("the restored data, three voters and both nodes Ready", Duration::from_secs(180), || async {
+            let marker = etcdctl(endpoints, pki, &["get", "restore-marker", "--print-value-only"]).await?;
+            let members = common::ok(etcdctl(endpoints, pki, &["member", "list", "-w", "json"]).await?)?;
+            let members: serde_json::Value = serde_json::from_str(&members)?;
+            let voters =
+                members["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["isLearner"] != true).count());
+            let nodes = common::ok(
+                common::kubectl(
+                    kubeconfig,
+                    cache,
+                    &[
+                        "get",
+                        "nodes",
+                        "-o",
+                        "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\" \"}{end}",
+                    ],
+                    None,
+                )
+                .await?,
+            )?;
+            Ok(String::from_utf8_lossy(&marker.stdout).trim() == "kept"
+                && voters == 3
+                && nodes.split_whitespace().filter(|s| *s == "True").count() == 2)
+        })
+        .await;
+    if let Err(e) = restored {
+        bail!("{e:#}\n{}", project.logs().await);
+    }
+    // The objects came back with the snapshot; the admin kubeconfig of the lost cluster still
+    // works (the cluster CA and admin token are in the snapshot).
+    common::ok(common::kubectl(kubeconfig, cache, &["get", "deployment", "hello"], None).await?)?;
+    println!("restored onto new containers from a snapshot saved from outside");
     Ok(())
 }
