@@ -33,7 +33,7 @@ pub enum RuntimeError {
     /// pod IP, ...).
     #[error("{0}")]
     StartFailed(String),
-    /// No container or sandbox with that id; the string names which ("container <id>").
+    /// No container or sandbox with that id; the string names which (`"container <id>"`).
     #[error("{0} not found")]
     NotFound(String),
     /// An exec that cannot run: the container is not running, the command is empty, ...
@@ -63,7 +63,7 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
     /// The Docker daemon refused a request or did not answer; `what` names the object or the
-    /// request ("container <id>", "creating network <name>", ...). A 404 is [`Self::NotFound`]
+    /// request (`"container <id>"`, `"creating network <name>"`, ...). A 404 is [`Self::NotFound`]
     /// instead.
     #[error("{what}: {}", docker::daemon_message(.source))]
     Docker {
