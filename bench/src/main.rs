@@ -6,6 +6,7 @@
 //! linearizable gets at 64 clients, watch delivery latency with 1,000 watchers, and the write
 //! gap after the leader is SIGKILLed.
 
+mod compose;
 mod stable;
 mod tls;
 
@@ -84,6 +85,12 @@ struct Args {
     /// Only the TLS cost workload.
     #[arg(long)]
     tls_only: bool,
+    /// Kills of the leader's container in the compose deployment (Docker; 0 skips it).
+    #[arg(long, default_value_t = 10)]
+    compose_kills: usize,
+    /// Only the compose workload.
+    #[arg(long)]
+    compose_only: bool,
 }
 
 /// One workload's result.
@@ -792,6 +799,9 @@ async fn main() -> Result<()> {
     if args.tls_only {
         return tls::cost(&trireme_bin, &args.etcd, want("etcd"), duration).await;
     }
+    if args.compose_only {
+        return compose::run(&trireme_bin, args.compose_kills).await;
+    }
     eprintln!(
         "starting 3-member clusters on loopback (trireme: {}, etcd: {})",
         trireme_bin.display(),
@@ -881,6 +891,9 @@ async fn main() -> Result<()> {
     }
     if args.tls {
         tls::cost(&trireme_bin, &args.etcd, want("etcd"), duration).await?;
+    }
+    if want("trireme") && args.compose_kills > 0 {
+        compose::run(&trireme_bin, args.compose_kills).await?;
     }
     Ok(())
 }
